@@ -1,0 +1,31 @@
+"""actlab: reference PyTorch implementations of SAU, ASH and Deep-Control AGC, plus the experiment
+system (model zoo, datasets, sweeps, statistics) that compares them against standard baselines."""
+
+from actlab.registry import (
+    ACTIVATIONS,
+    DATASETS,
+    MODELS,
+    NORMS,
+    act_factory,
+    get_act,
+    get_norm,
+    norm_factory,
+    register_act,
+    register_norm,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ACTIVATIONS",
+    "DATASETS",
+    "MODELS",
+    "NORMS",
+    "act_factory",
+    "get_act",
+    "get_norm",
+    "norm_factory",
+    "register_act",
+    "register_norm",
+    "__version__",
+]
