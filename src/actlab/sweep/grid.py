@@ -1,0 +1,132 @@
+"""Grid expansion: a spec becomes a list of cells, each with a full config and a stable key.
+
+The cells are the product ``seeds x [grid] axes x acts x norms`` (seeds outermost, so that a
+partial sweep already holds complete seed-0 comparisons). A cell's config is a JSON-able dict::
+
+    {"study", "dataset", "dataset_kwargs", "val_fraction", "split_seed", "model", "model_kwargs",
+     "act", "act_kwargs", "norm", "norm_kwargs", "seed", "train": {...TrainConfig fields, "seed"}}
+
+and its key is ``sha1(canonical_json(config))``: the same settings always give the same key,
+whatever the order of keys in the spec file, so re-running a spec finds its earlier cells.
+Settings that do not change results (``device``, ``data_dir``) are kept out of the key.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from actlab.sweep.spec import StudySpec, train_keys
+
+__all__ = ["Cell", "canonical_json", "cell_key", "expand", "iter_grid"]
+
+
+def canonical_json(obj: Any) -> str:
+    """Deterministic compact JSON: sorted keys, no whitespace, ASCII, no NaN/inf."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                      allow_nan=False)
+
+
+def cell_key(config: Mapping[str, Any]) -> str:
+    """sha1 hex digest of the canonical JSON of ``config``."""
+    return hashlib.sha1(canonical_json(config).encode("ascii")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run of a study: one layer pair, one seed, one point of the grid."""
+
+    key: str
+    study: str
+    dataset: str
+    model: str
+    act: str
+    norm: str
+    seed: int
+    config: dict[str, Any]
+    #: settings that do not affect results (device, data_dir); not part of the key
+    runtime: dict[str, Any] = field(default_factory=dict)
+    #: the [grid] axes of this cell (axis -> value), for labels
+    axes: dict[str, Any] = field(default_factory=dict)
+    #: ray/local resources from the spec
+    resources: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def epochs(self) -> int | None:
+        return self.config.get("train", {}).get("epochs")
+
+    @property
+    def label(self) -> str:
+        """Short human label: ``sau+bn s0 batch_size=8``."""
+        extra = " ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in self.axes.items())
+        return f"{self.act}+{self.norm} s{self.seed}" + (f" {extra}" if extra else "")
+
+
+def iter_grid(grid: Mapping[str, tuple[Any, ...]]) -> Iterator[dict[str, Any]]:
+    """Every combination of the grid axes (axis order as given, last axis fastest)."""
+    axes = list(grid)
+    for values in itertools.product(*(grid[a] for a in axes)):
+        yield dict(zip(axes, values, strict=True))
+
+
+def _base_config(spec: StudySpec) -> dict[str, Any]:
+    return {
+        "study": spec.name,
+        "dataset": spec.dataset,
+        "dataset_kwargs": copy.deepcopy(spec.dataset_kwargs),
+        "val_fraction": spec.val_fraction,
+        "split_seed": spec.split_seed,
+        "model": spec.model,
+        "model_kwargs": copy.deepcopy(spec.model_kwargs),
+        "train": dict(spec.train),
+    }
+
+
+def _apply_axis(config: dict[str, Any], axis: str, value: Any, tkeys: Mapping[str, Any]) -> None:
+    prefix, _, sub = axis.partition(".")
+    if prefix in ("model_kwargs", "dataset_kwargs") and sub:
+        config[prefix][sub] = value
+    elif axis in tkeys:
+        config["train"][axis] = value
+    else:
+        config[axis] = value
+
+
+def expand(spec: StudySpec) -> list[Cell]:
+    """All cells of ``spec`` in run order (see the module docstring)."""
+    tkeys = train_keys()
+    runtime = {"device": spec.device}
+    if spec.data_dir is not None:
+        runtime["data_dir"] = spec.data_dir
+    cells: list[Cell] = []
+    seen: set[str] = set()
+    for seed in spec.seeds:
+        for point in iter_grid(spec.grid):
+            for act in spec.acts:
+                for norm in spec.norms:
+                    config = _base_config(spec)
+                    for axis, value in point.items():
+                        _apply_axis(config, axis, value, tkeys)
+                    config.update(
+                        act=act,
+                        act_kwargs=dict(spec.act_kwargs.get(act, {})),
+                        norm=norm,
+                        norm_kwargs=dict(spec.norm_kwargs.get(norm, {})),
+                        seed=seed,
+                    )
+                    config["train"]["seed"] = seed
+                    key = cell_key(config)
+                    if key in seen:  # pragma: no cover - spec validation forbids duplicates
+                        continue
+                    seen.add(key)
+                    cells.append(Cell(
+                        key=key, study=spec.name, dataset=config["dataset"],
+                        model=config["model"], act=act, norm=norm, seed=seed, config=config,
+                        runtime=dict(runtime), axes=dict(point), resources=dict(spec.resources),
+                    ))
+    return cells
