@@ -247,6 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    from actlab.sweep.ray_engine import EngineError
     from actlab.sweep.spec import SpecError
     from actlab.sweep.store import StoreError
 
@@ -255,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_run(args)
         if args.command == "list":
             return _cmd_list(args)
-    except (SpecError, StoreError, _Fail) as exc:
+    except (SpecError, StoreError, EngineError, _Fail) as exc:
         print(f"actlab {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

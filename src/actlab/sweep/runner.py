@@ -38,7 +38,7 @@ from actlab.sweep.versions import collect_versions
 
 __all__ = [
     "SweepOutcome", "run_cells", "run_cell", "checkpoint_path", "available_cores",
-    "threads_per_worker", "FaultInjected",
+    "threads_per_worker", "FaultInjected", "StoreSink",
 ]
 
 FAULT_ENV = "ACTLAB_SWEEP_FAULT"
@@ -102,9 +102,37 @@ def _no_report(kind: str, key: str, info: dict[str, Any]) -> None:
     return None
 
 
+class StoreSink:
+    """Where :func:`run_cell` writes a cell's life cycle: straight into a :class:`ResultStore`.
+    (The Ray engine uses a sink that forwards the same calls to the driver process.)"""
+
+    def __init__(self, store: ResultStore) -> None:
+        self.store = store
+
+    def start(self, cell: Cell, *, keep_history: bool) -> str | None:
+        return self.store.start(
+            cell.key, study=cell.study, dataset=cell.dataset, model=cell.model, act=cell.act,
+            norm=cell.norm, seed=cell.seed, config=cell.config, versions=collect_versions(),
+            keep_history=keep_history,
+        )
+
+    def epochs_done(self, key: str) -> int:
+        row = self.store.get(key)
+        return row.epochs_done() if row is not None else 0
+
+    def epoch(self, key: str, record: dict[str, Any]) -> None:
+        self.store.record_epoch(key, record)
+
+    def finish(self, key: str, **result: Any) -> None:
+        self.store.finish(key, **result)
+
+    def fail(self, key: str, error: str) -> None:
+        self.store.fail(key, error)
+
+
 def run_cell(
     cell: Cell,
-    store: ResultStore,
+    store: ResultStore | Any,
     out_dir: str | os.PathLike[str],
     *,
     executor: str | Executor | None = None,
@@ -113,29 +141,26 @@ def run_cell(
 ) -> tuple[str, str | None]:
     """Run one cell through its life cycle (module docstring). Returns ``(status, error)`` where
     status is 'skipped' (already done), 'done' or 'failed'. Only ``Exception`` marks a cell
-    failed; ``KeyboardInterrupt``/``SystemExit`` leave it 'running' for a later resume."""
+    failed; ``KeyboardInterrupt``/``SystemExit`` leave it 'running' for a later resume.
+
+    ``store`` is a :class:`ResultStore` or a sink with the methods of :class:`StoreSink`.
+    """
+    sink = StoreSink(store) if isinstance(store, ResultStore) else store
     report = report or _no_report
     run = resolve_executor(executor)
     ckpt = checkpoint_path(out_dir, cell.key)
     ckpt.parent.mkdir(parents=True, exist_ok=True)
     resume = ckpt.exists()
-    previous = store.start(
-        cell.key, study=cell.study, dataset=cell.dataset, model=cell.model, act=cell.act,
-        norm=cell.norm, seed=cell.seed, config=cell.config, versions=collect_versions(),
-        keep_history=resume,
-    )
+    previous = sink.start(cell, keep_history=resume)
     if previous == "done":
         return "skipped", None
-    initial = 0
-    if resume:
-        row = store.get(cell.key)
-        initial = row.epochs_done() if row is not None else 0
+    initial = sink.epochs_done(cell.key) if resume else 0
     report("start", cell.key, {"label": cell.label, "epochs": cell.epochs, "initial": initial})
 
     def on_epoch(epoch: int, record: dict[str, Any]) -> None:
         rec = dict(record)
         rec["epoch"] = int(epoch)
-        store.record_epoch(cell.key, rec)
+        sink.epoch(cell.key, rec)
         report("epoch", cell.key, {"epoch": int(epoch), "metric": format_metric(rec)})
         _maybe_fault(cell.key, int(epoch))
 
@@ -147,10 +172,10 @@ def run_cell(
     except Exception as exc:
         message = f"{type(exc).__name__}: {exc}".strip()
         tb = traceback.format_exc(limit=-3)
-        store.fail(cell.key, f"{message}\n{tb}")
+        sink.fail(cell.key, f"{message}\n{tb}")
         report("end", cell.key, {"status": "failed", "error": message})
         return "failed", message
-    store.finish(
+    sink.finish(
         cell.key, metrics=metrics, history=history,
         wall_time=_float_or_none(getattr(result, "wall_time", None)),
         peak_mem_mb=_float_or_none(getattr(result, "peak_mem_mb", None)),

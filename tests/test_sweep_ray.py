@@ -1,0 +1,168 @@
+"""Ray engine: a clear error without ray; with ray, the same rows as the local runner."""
+
+from __future__ import annotations
+
+import importlib.util
+import textwrap
+
+import pytest
+
+from actlab.cli import main
+from actlab.sweep.grid import expand
+from actlab.sweep.spec import parse_spec
+from actlab.sweep.store import ResultStore
+
+HAS_RAY = importlib.util.find_spec("ray") is not None
+SPEC = {"name": "ray", "dataset": "digits", "model": "tiny_cnn", "acts": ["relu", "elu"],
+        "seeds": [0, 1], "epochs": 3, "resources": {"cpus": 1}}
+
+
+@pytest.mark.skipif(HAS_RAY, reason="checks the message shown when ray is missing")
+def test_engine_ray_without_ray_exits_2_with_a_hint(tmp_path, capsys):
+    spec = tmp_path / "s.toml"
+    spec.write_text(textwrap.dedent("""
+        dataset = "digits"
+        model = "tiny_cnn"
+        acts = ["relu"]
+    """))
+    code = main(["run", str(spec), "--engine", "ray", "--dry-run", "--no-progress",
+                 "--out", str(tmp_path / "out")])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("actlab run: error: --engine ray needs the 'ray' package")
+    assert "pip install 'actlab[ray]'" in err and "\n" not in err
+
+
+@pytest.mark.slow
+def test_ray_engine_matches_local_rows(tmp_path):
+    ray = pytest.importorskip("ray")
+    from actlab.sweep.ray_engine import run_cells_ray
+    from actlab.sweep.runner import run_cells
+
+    cells = expand(parse_spec(SPEC, source="ray.toml"))
+    sim = "actlab.sweep.simulate:simulate_cell"
+    ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True)
+    try:
+        outcome = run_cells_ray(cells, db_path=tmp_path / "ray.sqlite", out_dir=tmp_path / "o",
+                                executor=sim, progress=False)
+        again = run_cells_ray(cells, db_path=tmp_path / "ray.sqlite", out_dir=tmp_path / "o",
+                              executor=sim, progress=False)
+    finally:
+        ray.shutdown()
+    assert outcome.ok and outcome.done == len(cells)
+    assert again.skipped == len(cells) and again.done == 0
+    run_cells(cells, db_path=tmp_path / "local.sqlite", out_dir=tmp_path / "l", executor=sim,
+              progress=False)
+    with ResultStore(tmp_path / "ray.sqlite") as a, ResultStore(tmp_path / "local.sqlite") as b:
+        ra, rb = a.list(), b.list()
+    assert [(r.cell_key, r.status, r.metrics) for r in ra] == [
+        (r.cell_key, r.status, r.metrics) for r in rb]
+    assert all([h["epoch"] for h in r.history] == [1, 2, 3] for r in ra)
+
+
+def _fake_ray(monkeypatch):
+    """A tiny in-process stand-in for the parts of the ray API the engine uses (tasks run
+    synchronously at submission). It checks the driver logic, not ray itself."""
+    import queue as queue_mod
+    import sys
+    import types
+
+    ray = types.ModuleType("ray")
+    util = types.ModuleType("ray.util")
+    rq = types.ModuleType("ray.util.queue")
+    exceptions = types.ModuleType("ray.exceptions")
+
+    class RayError(Exception):
+        pass
+
+    class Empty(queue_mod.Empty):
+        pass
+
+    class Queue:
+        def __init__(self, maxsize=0, actor_options=None):
+            self._q = queue_mod.Queue()
+
+        def put(self, item, block=True, timeout=None):
+            self._q.put(item)
+
+        def get_nowait(self):
+            try:
+                return self._q.get_nowait()
+            except queue_mod.Empty:
+                raise Empty from None
+
+        def shutdown(self, force=False, grace_period_s=5):
+            pass
+
+    class Ref:
+        def __init__(self, value=None, error=None):
+            self.value, self.error = value, error
+
+    submitted = []
+
+    def remote(fn):
+        class Remote:
+            def options(self, **kw):
+                submitted.append(kw)
+                return self
+
+            def remote(self, *args):
+                try:
+                    return Ref(fn(*args))
+                except SystemExit as exc:  # a dying worker
+                    return Ref(error=RayError(f"worker died ({exc.code})"))
+
+        return Remote()
+
+    def wait(refs, num_returns=1, timeout=None):
+        return refs[:num_returns], refs[num_returns:]
+
+    def get(ref):
+        if ref.error is not None:
+            raise ref.error
+        return ref.value
+
+    ray.remote = remote
+    ray.wait = wait
+    ray.get = get
+    ray.init = lambda **kw: None
+    ray.is_initialized = lambda: True
+    ray.cancel = lambda ref, force=False: None
+    ray.exceptions = exceptions
+    ray.util = util
+    exceptions.RayError = RayError
+    rq.Queue, rq.Empty = Queue, Empty
+    util.queue = rq
+    for name, mod in (("ray", ray), ("ray.util", util), ("ray.util.queue", rq),
+                      ("ray.exceptions", exceptions)):
+        monkeypatch.setitem(sys.modules, name, mod)
+    return submitted
+
+
+def test_ray_driver_logic_with_a_fake_ray(tmp_path, monkeypatch):
+    import torch
+
+    from actlab.sweep.ray_engine import run_cells_ray
+    from actlab.sweep.runner import FAULT_ENV
+
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # tasks run in this process
+    submitted = _fake_ray(monkeypatch)
+    cells = expand(parse_spec({**SPEC, "resources": {"cpus": 2, "gpus": 0.5}},
+                              source="ray.toml"))
+    db, out = tmp_path / "r.sqlite", tmp_path / "o"
+    sim = "actlab.sweep.simulate:simulate_cell"
+    monkeypatch.setenv(FAULT_ENV, f"{cells[1].key[:12]}@2")
+    outcome = run_cells_ray(cells, db_path=db, out_dir=out, executor=sim, progress=False)
+    assert submitted[0] == {"num_cpus": 2.0, "num_gpus": 0.5}
+    assert outcome.done == 3 and list(outcome.failed) == [cells[1].key]
+    with ResultStore(db) as store:
+        row = store.get(cells[1].key)
+        assert row.status == "failed" and [h["epoch"] for h in row.history] == [1, 2]
+        assert "FaultInjected" in row.error and row.versions["torch"]
+    monkeypatch.delenv(FAULT_ENV)
+    outcome = run_cells_ray(cells, db_path=db, out_dir=out, executor=sim, progress=False)
+    assert (outcome.done, outcome.skipped, outcome.ok) == (1, 3, True)
+    with ResultStore(db) as store:
+        rows = store.list()
+    assert len(rows) == 4 and all(r.status == "done" for r in rows)
+    assert all([h["epoch"] for h in r.history] == [1, 2, 3] for r in rows)
