@@ -97,16 +97,29 @@ def channel_stats(x: torch.Tensor, chunk: int = _CHUNK) -> tuple[np.ndarray, np.
 
 
 def _materialise(
-    source: Source, idx: np.ndarray, sample_shape: tuple[int, ...], scale: float,
+    source: Source,
+    idx: np.ndarray,
+    scale: float,
     dtype: torch.dtype,
+    sample_shape: tuple[int, ...] | None = None,
 ) -> TensorDataset:
-    """``TensorDataset(scale * inputs[idx], targets[idx])``, filled chunk by chunk."""
-    x = torch.empty((len(idx), *sample_shape), dtype=dtype)
+    """``TensorDataset(scale * inputs[idx], targets[idx])``, fetched and filled chunk by chunk.
+
+    ``sample_shape`` is taken from the first chunk when not given (needed for empty ``idx``).
+    """
+    x: torch.Tensor | None = None
+    if sample_shape is not None:
+        x = torch.empty((len(idx), *sample_shape), dtype=dtype)
     for start, part in _chunks(idx):
         raw = np.asarray(source.fetch(part))
+        if x is None:
+            sample_shape = tuple(int(s) for s in raw.shape[1:])
+            x = torch.empty((len(idx), *sample_shape), dtype=dtype)
         if raw.shape[1:] != sample_shape:
             raise ValueError(f"inconsistent sample shapes {raw.shape[1:]} and {sample_shape}")
         x[start : start + len(part)] = torch.from_numpy(raw.astype(np.float64) * scale)
+    if x is None:
+        raise ValueError("cannot infer the sample shape of an empty split")
     y = torch.from_numpy(np.ascontiguousarray(source.targets[idx]).astype(np.int64))
     return TensorDataset(x, y)
 
@@ -196,12 +209,12 @@ def prepare_splits(
     val_idx = _shrink(tr_targets, val_idx, max_val, seed + 2)
     test_idx = _shrink(te_targets, test_idx, max_test, TEST_SEED + 1)
 
-    probe = np.asarray(train.fetch(train_idx[:1]))
-    sample_shape = tuple(int(s) for s in probe.shape[1:])
+    tr = _materialise(train, train_idx, scale, dtype)
+    sample_shape = tuple(int(s) for s in tr.tensors[0].shape[1:])
     splits = {
-        "train": _materialise(train, train_idx, sample_shape, scale, dtype),
-        "val": _materialise(train, val_idx, sample_shape, scale, dtype),
-        "test": _materialise(test_src, test_idx, sample_shape, scale, dtype),
+        "train": tr,
+        "val": _materialise(train, val_idx, scale, dtype, sample_shape),
+        "test": _materialise(test_src, test_idx, scale, dtype, sample_shape),
     }
     mean = std = None
     if normalize:
