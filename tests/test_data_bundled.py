@@ -64,8 +64,8 @@ def test_digits_splits_and_scaling() -> None:
     ref = torch.as_tensor(raw.images / 16.0)
     assert float(raw_a.train.tensors[0].max()) <= 1.0 and float(raw_a.train.tensors[0].min()) >= 0
     tr = raw_a.train.tensors[0].double()
-    assert a.mean[0] == pytest.approx(tr.mean().item(), rel=1e-9)
-    assert a.std[0] == pytest.approx(tr.std(unbiased=False).item(), rel=1e-9)
+    assert a.mean[0] == pytest.approx(tr.mean().item(), rel=1e-6)
+    assert a.std[0] == pytest.approx(tr.std(unbiased=False).item(), rel=1e-6)
     # every returned image is one of the sklearn images with its own label
     lookup = {bytes(img.astype(np.float32).tobytes()): int(t)
               for img, t in zip(ref.numpy(), raw.target, strict=True)}

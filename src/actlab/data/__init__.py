@@ -4,10 +4,11 @@ Bundled / generated (no files needed): ``digits``, ``mnist1d``, ``synthetic_shap
 Read from the official on-disk formats in ``data_dir`` (never downloaded): ``mnist``,
 ``fashion_mnist``, ``cifar10``, ``cifar100``, ``svhn``, ``tiny_imagenet``.
 
+    >>> import torch
     >>> from actlab.data import load_dataset, build_augment
     >>> ds = load_dataset("digits", seed=0)
     >>> ds.summary()
-    'digits: classification, input (1, 8, 8), 10 classes, train/val/test = 1293/144/360'
+    'digits: classification, input (1, 8, 8), 10 classes, train/val/test = 1294/144/359'
     >>> aug = build_augment("crop1+flip", ds.task)
     >>> x, y = aug(*ds.train.tensors, generator=torch.Generator().manual_seed(0))
 

@@ -19,7 +19,7 @@ statistics are built in chunks, without a float64 copy of the whole set.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -48,7 +48,6 @@ class Source:
 
     targets: np.ndarray
     fetch: Callable[[np.ndarray], np.ndarray]
-    info: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_arrays(cls, inputs: np.ndarray, targets: np.ndarray) -> Source:
@@ -77,19 +76,22 @@ def _chunks(idx: np.ndarray, size: int = _CHUNK):
 def channel_stats(x: torch.Tensor, chunk: int = _CHUNK) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel mean and population standard deviation of ``x`` ``(N, C, *spatial)``.
 
-    Accumulated in float64 over chunks of samples, each shifted by the first chunk's mean.
+    Deviations from the first chunk's mean are formed in ``x``'s dtype (at least float32) and
+    summed in float64, chunk by chunk, so no float64 copy of ``x`` is made.
     """
     if len(x) == 0:
         raise ValueError("cannot compute statistics of an empty training split")
+    work = torch.float64 if x.dtype == torch.float64 else torch.float32
     dims = (0, *range(2, x.dim()))
-    shift = x[:chunk].double().mean(dim=dims)
     view = (1, -1, *([1] * (x.dim() - 2)))
+    shift_w = x[:chunk].to(torch.float64).mean(dim=dims).to(work).view(view)
+    shift = shift_w.reshape(-1).to(torch.float64)  # the shift actually subtracted
     s1 = torch.zeros_like(shift)
     s2 = torch.zeros_like(shift)
     for start in range(0, len(x), chunk):
-        d = x[start : start + chunk].double() - shift.view(view)
-        s1 += d.sum(dim=dims)
-        s2 += (d * d).sum(dim=dims)
+        d = x[start : start + chunk].to(work) - shift_w
+        s1 += d.sum(dim=dims, dtype=torch.float64)
+        s2 += (d * d).sum(dim=dims, dtype=torch.float64)
     count = x.numel() // x.shape[1]
     m = s1 / count
     var = (s2 / count - m * m).clamp_min(0.0)
@@ -108,6 +110,7 @@ def _materialise(
     ``sample_shape`` is taken from the first chunk when not given (needed for empty ``idx``).
     """
     x: torch.Tensor | None = None
+    work = torch.float64 if dtype == torch.float64 else torch.float32
     if sample_shape is not None:
         x = torch.empty((len(idx), *sample_shape), dtype=dtype)
     for start, part in _chunks(idx):
@@ -117,7 +120,8 @@ def _materialise(
             x = torch.empty((len(idx), *sample_shape), dtype=dtype)
         if raw.shape[1:] != sample_shape:
             raise ValueError(f"inconsistent sample shapes {raw.shape[1:]} and {sample_shape}")
-        x[start : start + len(part)] = torch.from_numpy(raw.astype(np.float64) * scale)
+        chunk = torch.from_numpy(np.ascontiguousarray(raw)).to(work)
+        x[start : start + len(part)] = chunk * scale if scale != 1.0 else chunk
     if x is None:
         raise ValueError("cannot infer the sample shape of an empty split")
     y = torch.from_numpy(np.ascontiguousarray(source.targets[idx]).astype(np.int64))
@@ -125,13 +129,13 @@ def _materialise(
 
 
 def _standardise_(ds: TensorDataset, mean: np.ndarray, std: np.ndarray) -> None:
+    """In place ``x <- (x - mean_c) / std_c`` in the tensor's own dtype (chunked)."""
     x = ds.tensors[0]
     view = (1, -1, *([1] * (x.dim() - 2)))
-    m = torch.as_tensor(mean, dtype=torch.float64).view(view)
-    inv = 1.0 / torch.as_tensor(std, dtype=torch.float64).view(view)
+    m = torch.as_tensor(mean, dtype=x.dtype).view(view)
+    inv = torch.as_tensor(1.0 / std, dtype=x.dtype).view(view)
     for start in range(0, len(x), _CHUNK):
-        part = x[start : start + _CHUNK]
-        part.copy_((part.double() - m) * inv)
+        x[start : start + _CHUNK].sub_(m).mul_(inv)
 
 
 def _check_max(value: int | None, what: str) -> int | None:
