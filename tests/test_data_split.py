@@ -162,6 +162,8 @@ def test_bad_dtype_and_seed_are_rejected() -> None:
         prepare_splits("toy", "classification", src, None, num_classes=4, dtype=torch.int32)
     with pytest.raises(TypeError, match="seed must be an int"):
         prepare_splits("toy", "classification", src, None, num_classes=4, seed=0.5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="seed must be >= 0"):
+        prepare_splits("toy", "classification", src, None, num_classes=4, seed=-1)
 
 
 def test_datasetsplits_validates_metadata() -> None:

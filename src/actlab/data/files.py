@@ -34,14 +34,17 @@ def find_root(
     :class:`DatasetError` naming the first expected path when none matches.
     """
     root = default_data_dir(data_dir)
+    hint = "" if data_dir is not None else "; pass data_dir=... or set $ACTLAB_DATA"
     if not root.is_dir():
-        raise DatasetError(f"{dataset}: data_dir {root} is not a directory (expected {expected})")
+        raise DatasetError(
+            f"{dataset}: data_dir {root} is not a directory (expected {expected}){hint}"
+        )
     for sub in subdirs:
         d = root / sub if sub else root
         if any((d / m).is_file() for m in marker):
             return d
     first = root / subdirs[0] / marker[0] if subdirs[0] else root / marker[0]
-    raise DatasetError(f"{dataset}: missing file {first} (expected {expected})")
+    raise DatasetError(f"{dataset}: missing file {first} (expected {expected}){hint}")
 
 
 def find_file(dataset: str, folder: Path, names: Sequence[str], expected: str) -> Path:

@@ -182,6 +182,8 @@ def prepare_splits(
     """
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise TypeError(f"seed must be an int, got {seed!r}")
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
     dtype = resolve_dtype(dtype)
     max_train = _check_max(max_train, "max_train")
     max_val = _check_max(max_val, "max_val")
