@@ -12,7 +12,7 @@ from collections import Counter
 
 import pytest
 import torch
-from torch import nn
+from torch import fx, nn
 
 from actlab.convert import DEFAULT_ACT_TYPES, DEFAULT_NORM_TYPES
 from actlab.models import create_model, list_models, model_task
@@ -36,7 +36,7 @@ def img(c: int, h: int, w: int | None = None) -> torch.Tensor:
 CASES: dict[str, tuple[dict, object, tuple]] = {
     "vgg": ({"stages": [[8], [16, 16]], "in_channels": 1}, lambda: img(1, 12), (B, 10)),
     "vgg16_bn": ({"width": 0.0625, "in_channels": 1}, lambda: img(1, 28), (B, 10)),
-    "preact_resnet18": ({"width": 4}, lambda: img(3, 16), (B, 10)),
+    "preact_resnet18": ({"width": 4}, lambda: img(3, 8), (B, 10)),
     "preact_resnet": ({"num_blocks": (1, 1), "width": 4}, lambda: img(3, 8), (B, 10)),
     "preact_resnet_bottleneck": ({"depth": 11, "width": 4}, lambda: img(3, 16), (B, 10)),
     "resnet164": ({"width": 2}, lambda: img(3, 8), (B, 10)),
@@ -45,20 +45,20 @@ CASES: dict[str, tuple[dict, object, tuple]] = {
     "small_resnet": ({"width": 4, "num_classes": 3}, lambda: img(3, 16), (B, 3)),
     "resnet8": ({"width": 4}, lambda: img(3, 16), (B, 10)),
     "resnet20": ({"width": 2}, lambda: img(3, 8), (B, 10)),
-    "densenet121": ({"growth": 2}, lambda: img(3, 16), (B, 10)),
+    "densenet121": ({"growth": 2}, lambda: img(3, 8), (B, 10)),
     "densenet_bc": ({"depth": 16, "growth": 4}, lambda: img(3, 16), (B, 10)),
     "densenet_bc_100_12": None,  # same class as densenet_bc; counted in test_models_params
-    "mobilenetv2": ({"width": 0.25}, lambda: img(3, 16), (B, 10)),
+    "mobilenetv2": ({"width": 0.25}, lambda: img(3, 8), (B, 10)),
     "shufflenetv2": ({"width": 0.5}, lambda: img(3, 8), (B, 10)),
-    "shufflenetv2_0_5": ({}, lambda: img(3, 16), (B, 10)),
+    "shufflenetv2_0_5": ({}, lambda: img(3, 8), (B, 10)),
     "shufflenetv2_1_0": None,
     "shufflenetv2_1_5": None,
     "shufflenetv2_2_0": None,
-    "efficientnet_b0": ({"width": 0.25, "num_classes": 5}, lambda: img(3, 16), (B, 5)),
+    "efficientnet_b0": ({"width": 0.25, "num_classes": 5}, lambda: img(3, 8), (B, 5)),
     "tiny_cnn": ({}, lambda: img(1, 8), (B, 10)),
     "mlp": ({"hidden": (16, 16), "input_size": 40}, lambda: torch.randn(B, 40), (B, 10)),
     "cnn1d": ({}, lambda: torch.randn(B, 40), (B, 10)),
-    "unet": ({"width": 0.0625, "num_classes": 3}, lambda: img(3, 16), (B, 3, 16, 16)),
+    "unet": ({"width": 0.0625, "num_classes": 3}, lambda: img(3, 16, 8), (B, 3, 16, 8)),
     "segnet": (
         {"width": 0.0625, "num_classes": 4, "in_channels": 1}, lambda: img(1, 32), (B, 4, 32, 32)
     ),
@@ -227,3 +227,17 @@ def test_grey_and_28px_inputs():
     assert model(torch.randn(B, 1, 32, 32)).shape == (B, 10)
     model = create_model("preact_resnet18", width=4, in_channels=1)
     assert model(torch.randn(B, 1, 28, 28)).shape == (B, 10)
+
+
+@pytest.mark.parametrize("name", BUILD)
+def test_symbolic_trace_matches_eager(name):
+    """Zoo models trace with torch.fx (what actlab.convert relies on) to the same function."""
+    model, x, _ = build(name, "relu", "ln" if name in TOKEN_MODELS else NORM_SPECS[0])
+    model.eval()
+    concrete = (
+        {"src_padding_mask": None, "tgt_padding_mask": None}
+        if name == "transformer_seq2seq" else None
+    )
+    traced = fx.symbolic_trace(model, concrete_args=concrete)
+    with torch.no_grad():
+        torch.testing.assert_close(run(traced, x), run(model, x))

@@ -35,10 +35,12 @@ def test_every_model_is_registered_with_a_task():
         "transformer_lm", "transformer_seq2seq"]
 
 
-def test_every_model_class_has_a_docstring_naming_its_source():
+def test_every_model_has_a_docstring_and_accepts_the_common_arguments():
     for name in list_models():
+        kwargs = {"num_classes": 7, "in_channels": 1, "act": "relu", "init": "dirac"}
+        if model_task(name) not in ("seq2seq", "lm"):
+            kwargs["norm"] = "bn"
         with torch.device("meta"):
-            kwargs = {"width": 0.25} if name in ("efficientnet_b0", "mobilenetv2") else {}
             model = create_model(name, **kwargs)
         assert type(model).__doc__ and len(type(model).__doc__) > 40, name
 

@@ -41,6 +41,34 @@ __all__ = ["DoubleConv", "UNet", "unet", "SegNetEncoderStage", "SegNetDecoderSta
            "segnet"]
 
 
+def _pad_to_multiple(x: torch.Tensor, multiple: int, pad: bool) -> torch.Tensor:
+    """Zero-pad the bottom/right of ``x`` to sides divisible by ``multiple`` (or raise)."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if not (ph or pw):
+        return x
+    if not pad:
+        raise ValueError(
+            f"UNet needs height and width divisible by {multiple}, got {h}×{w} "
+            "(or build it with pad_input=True)"
+        )
+    return F.pad(x, (0, pw, 0, ph))
+
+
+def _check_min_size(x: torch.Tensor, size: int) -> torch.Tensor:
+    if min(x.shape[-2:]) < size:
+        raise ValueError(
+            f"SegNet pools 5 times and needs inputs of at least {size}×{size}, "
+            f"got {tuple(x.shape[-2:])}"
+        )
+    return x
+
+
+# shape-dependent helpers stay opaque calls under torch.fx tracing (used by actlab.convert)
+torch.fx.wrap("_pad_to_multiple")
+torch.fx.wrap("_check_min_size")
+
+
 class DoubleConv(nn.Sequential):
     """``(conv3×3 -> norm -> act) × 2`` with stable child names ``conv1``, ``conv2``."""
 
@@ -105,23 +133,15 @@ class UNet(nn.Module):
         init_weights(self, init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        m = 2**self.depth
-        ph, pw = (-h) % m, (-w) % m
-        if ph or pw:
-            if not self.pad_input:
-                raise ValueError(
-                    f"UNet(depth={self.depth}) needs height and width divisible by {m}, got "
-                    f"{h}×{w} (or build it with pad_input=True)"
-                )
-            x = F.pad(x, (0, pw, 0, ph))
+        h, w = x.shape[-2], x.shape[-1]
+        x = _pad_to_multiple(x, 2**self.depth, self.pad_input)
         skips = [self.inc(x)]
         for down in self.down:
             skips.append(down(skips[-1]))
         y = skips.pop()
         for up in self.up:
             y = up(y, skips.pop())
-        return self.out(y)[..., :h, :w]
+        return self.out(y)[:, :, :h, :w]
 
     def extra_repr(self) -> str:
         return f"depth={self.depth}, pad_input={self.pad_input}"
@@ -226,11 +246,7 @@ class SegNet(nn.Module):
         init_weights(self, init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if min(x.shape[-2:]) < self.min_size:
-            raise ValueError(
-                f"SegNet pools 5 times and needs inputs of at least {self.min_size}×"
-                f"{self.min_size}, got {tuple(x.shape[-2:])}"
-            )
+        x = _check_min_size(x, self.min_size)
         saved = []
         for stage in self.encoder:
             x, idx, size = stage(x)

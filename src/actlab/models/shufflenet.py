@@ -49,8 +49,7 @@ SHUFFLENETV2_WIDTHS: dict[float, tuple[int, int, int, int]] = {
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     """Interleave the channels of ``groups`` groups: (B, g*c, ...) -> (B, c*g, ...) transposed."""
-    b, c = x.shape[0], x.shape[1]
-    return x.reshape(b, groups, c // groups, *x.shape[2:]).transpose(1, 2).reshape(x.shape)
+    return x.unflatten(1, (groups, -1)).transpose(1, 2).flatten(1, 2)
 
 
 class ShuffleUnit(nn.Module):

@@ -80,14 +80,15 @@ class MultiHeadAttention(nn.Module):
         if d_model % nhead:
             raise ValueError(f"d_model ({d_model}) must be divisible by nhead ({nhead})")
         self.nhead = nhead
+        self.d_model = d_model
         self.dropout = dropout
         self.q = nn.Linear(d_model, d_model)
         self.kv = nn.Linear(d_model, 2 * d_model)
         self.out = nn.Linear(d_model, d_model)
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
-        b, t, d = x.shape
-        return x.view(b, t, self.nhead, d // self.nhead).transpose(1, 2)
+        """(B, T, d) -> (B, heads, T, d / heads)."""
+        return x.unflatten(-1, (self.nhead, -1)).transpose(1, 2)
 
     def forward(
         self,
@@ -98,20 +99,21 @@ class MultiHeadAttention(nn.Module):
     ) -> torch.Tensor:
         """``key_padding_mask``: (B, S) bool, True marks padding keys to ignore."""
         q = self._heads(self.q(query))
-        k, v = (self._heads(t) for t in self.kv(memory).chunk(2, dim=-1))
+        kv = self.kv(memory)
+        k = self._heads(kv.narrow(-1, 0, self.d_model))
+        v = self._heads(kv.narrow(-1, self.d_model, self.d_model))
         mask = None
         if key_padding_mask is not None:
             mask = ~key_padding_mask[:, None, None, :]
             if causal:
-                t, s = q.shape[-2], k.shape[-2]
-                mask = mask & torch.ones(t, s, dtype=torch.bool, device=q.device).tril()
+                ones = q.new_ones((q.shape[-2], k.shape[-2]), dtype=torch.bool)
+                mask = mask & ones.tril()
                 causal = False
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
             is_causal=causal,
         )
-        b, h, t, dh = y.shape
-        return self.out(y.transpose(1, 2).reshape(b, t, h * dh))
+        return self.out(y.transpose(1, 2).flatten(2))
 
 
 class FeedForward(nn.Module):
@@ -185,6 +187,17 @@ class DecoderLayer(nn.Module):
         return self.norm3(x + self.drop(self.ff(x)))
 
 
+def _check_tokens(tokens: torch.Tensor, max_len: int) -> torch.Tensor:
+    if tokens.dim() != 2:
+        raise ValueError(f"expected token ids of shape (B, T), got {tuple(tokens.shape)}")
+    if tokens.shape[1] > max_len:
+        raise ValueError(f"sequence length {tokens.shape[1]} exceeds max_len {max_len}")
+    return tokens
+
+
+torch.fx.wrap("_check_tokens")  # an opaque call under torch.fx tracing
+
+
 class _Embedding(nn.Module):
     """``sqrt(d) * E[token] + PE[position]`` followed by dropout."""
 
@@ -197,13 +210,9 @@ class _Embedding(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        if tokens.dim() != 2:
-            raise ValueError(f"expected token ids of shape (B, T), got {tuple(tokens.shape)}")
-        if tokens.shape[1] > self.pe.shape[0]:
-            raise ValueError(
-                f"sequence length {tokens.shape[1]} exceeds max_len {self.pe.shape[0]}"
-            )
-        return self.drop(self.tok(tokens) * self.scale + self.pe[: tokens.shape[1]])
+        tokens = _check_tokens(tokens, self.pe.shape[0])
+        pe = torch.narrow(self.pe, 0, 0, tokens.shape[1])
+        return self.drop(self.tok(tokens) * self.scale + pe)
 
 
 def _vocab(name: str, value: int | None, alias: int | None, default: int) -> int:
