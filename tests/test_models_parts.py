@@ -274,3 +274,13 @@ def test_transformer_vocab_aliases_and_tied_weights():
     acts = [m for m in create_model("transformer_lm", num_layers=3, act="mish").modules()
             if isinstance(m, nn.Mish)]
     assert len(acts) == 3  # one feed-forward activation per layer
+
+
+def test_norm_factories_with_channel_constraints_are_only_called_with_real_widths():
+    def gn16(c: int, dim: int = 2) -> nn.Module:
+        return nn.GroupNorm(16, c)  # raises unless c is a multiple of 16
+
+    for name, kw in [("wrn", {"depth": 10, "widen": 1}), ("vgg16_bn", {"width": 0.25}),
+                     ("preact_resnet18", {"width": 16})]:
+        model = create_model(name, norm=gn16, **kw)
+        assert all(m.num_groups == 16 for m in model.modules() if isinstance(m, nn.GroupNorm))

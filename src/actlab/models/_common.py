@@ -47,9 +47,11 @@ def make_norm(norm: NormSpec, norm_kwargs: dict[str, Any] | None = None) -> Norm
     return norm_factory(norm, **(norm_kwargs or {}))
 
 
-def has_no_norm(norm: NormFactory) -> bool:
-    """True when the norm factory builds identities (then convolutions get a bias)."""
-    return isinstance(norm(8, dim=2), nn.Identity)
+def has_no_norm(norm: NormFactory, num_channels: int, dim: int = 2) -> bool:
+    """True when the norm factory builds identities (then convolutions get a bias). Probed with
+    a channel count the network really normalises, so factories with constraints (group
+    counts) accept it."""
+    return isinstance(norm(num_channels, dim=dim), nn.Identity)
 
 
 def check_int(name: str, value: Any, minimum: int = 1) -> int:

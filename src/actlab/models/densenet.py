@@ -49,8 +49,8 @@ class DenseLayer(nn.Module):
         bn_size: int = 4,
     ) -> None:
         super().__init__()
-        bias = has_no_norm(norm)
         self.norm1 = norm(in_channels, dim=2)
+        bias = isinstance(self.norm1, nn.Identity)
         self.act1 = act()
         self.bottleneck = bottleneck
         if bottleneck:
@@ -78,7 +78,7 @@ class Transition(nn.Module):
         super().__init__()
         self.norm = norm(in_channels, dim=2)
         self.act = act()
-        self.conv = conv_nd(in_channels, out_channels, 1, bias=has_no_norm(norm))
+        self.conv = conv_nd(in_channels, out_channels, 1, bias=isinstance(self.norm, nn.Identity))
         self.pool = nn.AvgPool2d(2, ceil_mode=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -114,7 +114,7 @@ class DenseNet(nn.Module):
             raise ValueError(f"compression must be in (0, 1], got {compression}")
         act_f, norm_f = make_act(act), make_norm(norm)
         c = stem_channels or 2 * growth
-        self.stem = conv_nd(in_channels, c, 3, bias=has_no_norm(norm_f))
+        self.stem = conv_nd(in_channels, c, 3, bias=has_no_norm(norm_f, c))
         stages: list[nn.Module] = []
         for i, n in enumerate(block_config):
             layers = []

@@ -69,9 +69,9 @@ class PreActBasicBlock(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        bias = has_no_norm(norm)
         out = channels * self.expansion
         self.norm1 = norm(in_channels, dim=2)
+        bias = isinstance(self.norm1, nn.Identity)
         self.act1 = act()
         self.conv1 = conv_nd(in_channels, channels, 3, stride, bias=bias)
         self.norm2 = norm(channels, dim=2)
@@ -107,9 +107,9 @@ class PreActBottleneck(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        bias = has_no_norm(norm)
         out = channels * self.expansion
         self.norm1 = norm(in_channels, dim=2)
+        bias = isinstance(self.norm1, nn.Identity)
         self.act1 = act()
         self.conv1 = conv_nd(in_channels, channels, 1, bias=bias)
         self.norm2 = norm(channels, dim=2)
@@ -170,7 +170,7 @@ class PreActResNet(nn.Module):
         if strides is None:
             strides = (1,) + (2,) * (len(widths) - 1)
         act_f, norm_f = make_act(act), make_norm(norm)
-        self.stem = conv_nd(in_channels, stem_channels, 3, bias=has_no_norm(norm_f))
+        self.stem = conv_nd(in_channels, stem_channels, 3, bias=has_no_norm(norm_f, stem_channels))
         stages = []
         c = stem_channels
         for n, w, s in zip(num_blocks, widths, strides, strict=True):
