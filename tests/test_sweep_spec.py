@@ -62,7 +62,7 @@ def test_full_spec_round_trip(tmp_path):
         lr = 1
         momentum = 0.5
         augment = "none"
-        dataset_kwargs = { flatten = false }
+        dataset_kwargs = { normalize = false }
         act_kwargs = { leaky_relu = { negative_slope = 0.2 } }
         norm_kwargs = { gn = { num_groups = 2 } }
 
@@ -81,7 +81,7 @@ def test_full_spec_round_trip(tmp_path):
     assert spec.grid == {"batch_size": (1, 4, 8), "model_kwargs.width": (8, 16)}
     assert spec.act_kwargs == {"leaky_relu": {"negative_slope": 0.2}}
     assert spec.norm_kwargs == {"gn": {"num_groups": 2}}
-    assert spec.dataset_kwargs == {"flatten": False}
+    assert spec.dataset_kwargs == {"normalize": False}
     assert spec.resources == {"cpus": 2.0, "gpus": 0.5}
 
 
@@ -187,3 +187,21 @@ def test_packaged_default_spec_matches_repo_copy_and_validates():
     if "sau" in ACTIVATIONS and "ash" in ACTIVATIONS:
         load_spec(None)  # full name checks once the layers are registered
     assert load_spec("default", check_names=False).source == str(packaged)
+
+
+def test_model_and_dataset_options_are_checked():
+    err = error_of(model_kwargs={"widht": 8})
+    assert err.key == "model_kwargs" and "model 'tiny_cnn' does not take" in str(err)
+    assert "width" in str(err)  # its options are listed
+    err = error_of(grid={"model_kwargs.depth": [1, 2]})
+    assert err.key == "grid" and "does not take" in str(err)
+    err = error_of(dataset_kwargs={"max_trian": 100})
+    assert err.key == "dataset_kwargs"
+    assert "dataset 'digits' does not take 'max_trian'; did you mean 'max_train'?" in str(err)
+    err = error_of(model="tiny_cnnn")
+    assert err.key == "model" and "unknown model 'tiny_cnnn'; did you mean 'tiny_cnn'?" in str(err)
+    err = error_of(dataset="digit")
+    assert err.key == "dataset" and "unknown dataset 'digit'; did you mean 'digits'?" in str(err)
+    spec = parse(model_kwargs={"width": 8}, dataset_kwargs={"max_train": 100},
+                 grid={"dataset_kwargs.max_val": [10, 20]})
+    assert spec.model_kwargs == {"width": 8}

@@ -444,6 +444,21 @@ def _check_model_kwargs(p: _Parser, key: str, model: str, kw: Mapping[str, Any])
                            f"(its options: {', '.join(allowed)})") from None
 
 
+def _check_dataset_kwargs(p: _Parser, key: str, dataset: str, names: Sequence[str]) -> None:
+    data = importlib.import_module("actlab.data")
+    options = getattr(data, "dataset_options", None)
+    if not callable(options) or not names:
+        return
+    try:
+        known = list(options(dataset))
+    except KeyError:  # unknown dataset: reported by the name check
+        return
+    bad = [n for n in names if n not in known]
+    if bad:
+        raise p.error(key, f"dataset {dataset!r} does not take {bad[0]!r}"
+                           f"{_did_you_mean(bad[0], known)} (its options: {', '.join(known)})")
+
+
 def parse_spec(
     data: Mapping[str, Any],
     *,
@@ -515,12 +530,16 @@ def parse_spec(
     grid = _parse_grid(p, tables.get("grid", {}), data, tkeys, dataset_kwargs, model_kwargs)
 
     if check_names:
+        swept = [a.partition(".")[2] for a in grid if a.startswith("dataset_kwargs.")]
         for d in grid.get("dataset", (dataset,)):
             _check_name(p, "grid.dataset" if "dataset" in grid else "dataset", "dataset", d)
-        models = grid.get("model", (model,))
-        for m in models:
+            _check_dataset_kwargs(p, "dataset_kwargs", d, list(dataset_kwargs))
+            _check_dataset_kwargs(p, "grid", d, swept)
+        swept_model = {a.partition(".")[2]: None for a in grid if a.startswith("model_kwargs.")}
+        for m in grid.get("model", (model,)):
             _check_name(p, "grid.model" if "model" in grid else "model", "model", m)
             _check_model_kwargs(p, "model_kwargs", m, model_kwargs)
+            _check_model_kwargs(p, "grid", m, swept_model)
         for i, a in enumerate(acts):
             _check_name(p, f"acts[{i}]", "activation", a)
             _check_layer_kwargs(p, f"act_kwargs.{a}", "activation", a, act_kwargs.get(a, {}))
