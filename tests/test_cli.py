@@ -56,6 +56,7 @@ def test_bad_spec_exits_2_with_one_line(tmp_path, capsys, text, fragment):
     assert not (tmp_path / "r.sqlite").exists()
 
 
+@pytest.mark.slow
 def test_bad_spec_in_a_real_process_has_no_traceback(tmp_path):
     spec = spec_file(tmp_path, GOOD + "lr = -1\n", name="bad.toml")
     env = {**os.environ, "PYTHONPATH": SRC}

@@ -16,6 +16,7 @@ import argparse
 import importlib
 import os
 import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -211,7 +212,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
     for title, names in sections:
         if what == "all" or len(sections) > 1:
             print(f"{title}:")
-            print("  " + (", ".join(names) if names else "(none registered)"))
+            print(textwrap.fill(", ".join(names) if names else "(none registered)", width=100,
+                                initial_indent="  ", subsequent_indent="  "))
         else:
             print("\n".join(names))
     return 0
