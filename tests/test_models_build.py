@@ -16,7 +16,7 @@ from torch import fx, nn
 
 from actlab.convert import DEFAULT_ACT_TYPES, DEFAULT_NORM_TYPES
 from actlab.models import create_model, list_models, model_task
-from actlab.registry import ACTIVATIONS, NORMS, act_factory, get_act, get_norm
+from actlab.registry import ACTIVATIONS, MODELS, NORMS, act_factory, get_act, get_norm
 
 ACTS = [
     "relu",
@@ -77,8 +77,9 @@ TOKEN_MODELS = {"transformer_seq2seq", "transformer_lm"}
 BUILD = sorted(n for n, c in CASES.items() if c is not None)
 
 
-def test_cases_cover_every_registered_model():
-    assert set(CASES) == set(list_models())
+def test_cases_cover_every_zoo_model():
+    zoo = {n for n in list_models() if MODELS.factory(n).__module__.startswith("actlab.models")}
+    assert set(CASES) == zoo
 
 
 def run(model: nn.Module, x) -> torch.Tensor:
@@ -102,11 +103,18 @@ def build(name: str, act: str, norm: str | None) -> tuple[nn.Module, object, tup
     return create_model(name, **kw), make_input(), shape
 
 
+# 164 layers deep even at width 2: the full act x norm grid runs on the same class through
+# preact_resnet_bottleneck(depth=11); resnet164 itself runs the replacement combination.
+SINGLE_COMBO = {"resnet164"}
+
+
 def combos():
     for name in BUILD:
         norms = ["ln", "none"] if name in TOKEN_MODELS else NORM_SPECS
         for act in ACTS:
             for norm in norms:
+                if name in SINGLE_COMBO and (act, norm) != (ACTS[1], NORM_SPECS[1]):
+                    continue
                 yield pytest.param(name, act, norm, id=f"{name}-{act}-{norm}")
 
 

@@ -45,6 +45,24 @@ def test_every_model_has_a_docstring_and_accepts_the_common_arguments():
         assert type(model).__doc__ and len(type(model).__doc__) > 40, name
 
 
+def test_register_model_with_task():
+    from actlab.models import register_model
+
+    @register_model("zoo_test_seg_net", task="segmentation")
+    def seg(num_classes: int = 2, in_channels: int = 3) -> nn.Module:
+        return nn.Conv2d(in_channels, num_classes, 1)
+
+    try:
+        assert "zoo_test_seg_net" in list_models(task="segmentation")
+        assert create_model("zoo_test_seg_net", num_classes=4).out_channels == 4
+        with pytest.raises(KeyError, match="already registered"):
+            register_model("zoo_test_seg_net", seg)
+        with pytest.raises(ValueError, match="task"):
+            register_model("zoo_test_other", seg, task="detection")
+    finally:  # keep the global registry as other tests expect it
+        MODELS._factories.pop("zoo_test_seg_net", None)
+
+
 def test_create_model_errors_name_the_problem():
     with pytest.raises(KeyError, match="wrn"):
         create_model("wrn_28_10x")

@@ -56,7 +56,7 @@ from actlab.models.vgg import VGG, vgg, vgg16_bn
 from actlab.registry import MODELS
 
 __all__ = [
-    "create_model", "list_models", "model_task", "TASKS",
+    "create_model", "list_models", "model_task", "register_model", "TASKS",
     "init_weights", "dirac_layers", "INIT_SCHEMES",
     "VGG", "vgg", "vgg16_bn",
     "PreActResNet", "preact_resnet", "preact_resnet18", "preact_resnet_bottleneck", "resnet164",
@@ -113,6 +113,29 @@ for _name, (_fn, _task) in _ZOO.items():
     if _name not in MODELS:
         MODELS.register(_name, _fn)
     _TASK[_name] = _task
+
+
+def register_model(
+    name: str,
+    factory: Callable[..., nn.Module] | None = None,
+    *,
+    task: str = "classification",
+    overwrite: bool = False,
+) -> Any:
+    """Register a model factory under ``name`` with its task (usable as a decorator)::
+
+        @register_model("my_net", task="segmentation")
+        def my_net(num_classes=2, in_channels=3, act="relu", norm="bn"): ...
+    """
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
+
+    def add(f: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        MODELS.register(name, f, overwrite=overwrite)
+        _TASK[MODELS.resolve(name)] = task
+        return f
+
+    return add if factory is None else add(factory)
 
 
 def create_model(name: str, **kwargs: Any) -> nn.Module:
