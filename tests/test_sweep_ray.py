@@ -36,12 +36,14 @@ def test_engine_ray_without_ray_exits_2_with_a_hint(tmp_path, capsys):
 @pytest.mark.slow
 def test_ray_engine_matches_local_rows(tmp_path):
     ray = pytest.importorskip("ray")
-    from actlab.sweep.ray_engine import run_cells_ray
+    from actlab.sweep.ray_engine import run_cells_ray, worker_runtime_env
     from actlab.sweep.runner import run_cells
 
-    cells = expand(parse_spec(SPEC, source="ray.toml"))
+    cells = expand(parse_spec({**SPEC, "seeds": [0]}, source="ray.toml"))  # 2 cells
+    assert len(cells) == 2
     sim = "actlab.sweep.simulate:simulate_cell"
-    ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True)
+    ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False,
+             runtime_env=worker_runtime_env())
     try:
         outcome = run_cells_ray(cells, db_path=tmp_path / "ray.sqlite", out_dir=tmp_path / "o",
                                 executor=sim, progress=False)

@@ -26,7 +26,7 @@ from actlab.sweep.runner import StoreSink, SweepOutcome, run_cell
 from actlab.sweep.store import ResultStore
 from actlab.sweep.versions import collect_versions
 
-__all__ = ["EngineError", "run_cells_ray", "import_ray"]
+__all__ = ["EngineError", "run_cells_ray", "import_ray", "worker_runtime_env"]
 
 
 class EngineError(RuntimeError):
@@ -42,6 +42,21 @@ def import_ray() -> Any:
             "(pip install 'actlab[ray]'), or use the local engine with --workers N"
         ) from None
     return ray
+
+
+def worker_runtime_env() -> dict[str, Any]:
+    """A Ray ``runtime_env`` under which workers import the same ``actlab`` as this process.
+
+    Ray workers start fresh interpreters; a source checkout that is not the installed copy (a
+    worktree, ``PYTHONPATH=src``) is found only if its folder is on the workers' PYTHONPATH.
+    :func:`run_cells_ray` passes this to ``ray.init`` when it starts Ray; pass it yourself
+    (``ray.init(runtime_env=worker_runtime_env())``) when you start Ray before the sweep.
+    """
+    import actlab
+
+    src = str(Path(actlab.__file__).resolve().parent.parent)
+    paths = [src, *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]]
+    return {"env_vars": {"PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}}
 
 
 class _QueueSink:
@@ -131,7 +146,8 @@ def run_cells_ray(
 
     if not ray.is_initialized():
         try:
-            ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+            ray.init(address=address, ignore_reinit_error=True, log_to_driver=False,
+                     runtime_env=worker_runtime_env())
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise EngineError(f"cannot start or reach ray (address={address!r}): {exc}") from None
     out = str(Path(out_dir).resolve())
