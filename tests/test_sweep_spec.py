@@ -123,7 +123,7 @@ def test_bad_values_name_key_value_and_allowed(changes, key, fragment):
 
 
 def test_missing_required_key():
-    with pytest.raises(SpecError, match=r"s\.toml: model: missing \(required\)"):
+    with pytest.raises(SpecError, match=r"s\.toml: model: missing \(required; or list"):
         parse_spec({"dataset": "digits", "acts": ["relu"]}, source="s.toml")
 
 
@@ -205,3 +205,25 @@ def test_model_and_dataset_options_are_checked():
     spec = parse(model_kwargs={"width": 8}, dataset_kwargs={"max_train": 100},
                  grid={"dataset_kwargs.max_val": [10, 20]})
     assert spec.model_kwargs == {"width": 8}
+
+
+def test_dataset_or_model_may_be_given_only_as_a_grid_axis():
+    spec = parse_spec({"model": "tiny_cnn", "acts": ["relu"], "seeds": [0],
+                       "grid": {"dataset": ["Digits", "digits-x"]}}, source="g.toml",
+                      check_names=False)
+    assert spec.dataset == "digits" and spec.grid["dataset"] == ("digits", "digits_x")
+    with pytest.raises(SpecError, match="grid.dataset: 'dataset' is also set at the top level"):
+        parse_spec({"dataset": "digits", "model": "tiny_cnn", "acts": ["relu"],
+                    "grid": {"dataset": ["digits"]}}, source="g.toml")
+
+
+def test_step_milestones_and_train_config_cross_checks():
+    base = {"dataset": "digits", "model": "tiny_cnn", "acts": ["relu"]}
+    spec = parse_spec({**base, "schedule": "step", "step_size": [3, 6], "warmup_epochs": 0.5})
+    assert spec.train["step_size"] == [3, 6] and spec.train["warmup_epochs"] == 0.5
+    with pytest.raises(SpecError, match=r"step_size: got \[6, 3\]; expected .*increasing"):
+        parse_spec({**base, "step_size": [6, 3]})
+    # keys only TrainConfig knows are still checked when the spec is read, in one line
+    with pytest.raises(SpecError, match="amp_dtype: rejected by TrainConfig: .*'fp8'") as err:
+        parse_spec({**base, "amp_dtype": "fp8"})
+    assert "\n" not in str(err.value)

@@ -149,7 +149,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     db = Path(args.db) if args.db else (out / "dry-run.sqlite" if args.dry_run
                                         else Path(DEFAULT_DB))
     executor = "actlab.sweep.simulate:simulate_cell" if args.dry_run else None
-    header = (f"study {spec.name!r}: {spec.model} on {spec.dataset}, {len(cells)} cells "
+    models = "|".join(spec.grid.get("model", (spec.model,)))
+    datasets = "|".join(spec.grid.get("dataset", (spec.dataset,)))
+    header = (f"study {spec.name!r}: {models} on {datasets}, {len(cells)} cells "
               f"({len(spec.acts)} acts x {len(spec.norms)} norms x {len(spec.seeds)} seeds"
               + "".join(f" x {len(v)} {k}" for k, v in spec.grid.items()) + ")")
     print(header, flush=True)

@@ -125,6 +125,20 @@ def _choice(*options: str) -> Checker:
     return check
 
 
+def _milestones(v: Any) -> int | list[int]:
+    """``step_size``: a period in epochs, or a strictly increasing list of milestone epochs."""
+    what = "an integer >= 1 or a strictly increasing list of milestone epochs"
+    if isinstance(v, int) and not isinstance(v, bool):
+        if v < 1:
+            raise _Bad(what)
+        return v
+    if (not isinstance(v, list) or not v
+            or any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in v)
+            or any(b <= a for a, b in zip(v, v[1:], strict=False))):
+        raise _Bad(what)
+    return list(v)
+
+
 def _bool(v: Any) -> bool:
     if not isinstance(v, bool):
         raise _Bad("true or false")
@@ -169,9 +183,9 @@ TRAIN_KEYS: dict[str, Checker] = {
     "weight_decay": _float(0.0),
     "nesterov": _bool,
     "schedule": _choice("none", "cosine", "step"),
-    "step_size": _int(1),
+    "step_size": _milestones,
     "step_gamma": _float(0.0, 1.0, lo_open=True),
-    "warmup_epochs": _int(0),
+    "warmup_epochs": _float(0.0),
     "augment": _optional_str,
     "amp": _bool,
     "class_weights": _choice("none", "enet"),
@@ -484,9 +498,14 @@ def parse_spec(
             raise p.error(key, f"unknown key{hint} (allowed: {', '.join(allowed)})")
 
     merged = {**DEFAULTS, **data}
+    raw_grid = data.get("grid")
     for req in ("dataset", "model", "acts"):
+        swept = raw_grid.get(req) if isinstance(raw_grid, Mapping) else None
+        if req not in merged and req != "acts" and isinstance(swept, list) and swept:
+            merged[req] = swept[0]  # swept: the first value names the study in labels
         if req not in merged:
-            raise p.error(req, "missing (required)")
+            raise p.error(req, "missing (required; or list its values under [grid])"
+                          if req != "acts" else "missing (required)")
 
     name = merged.get("name", default_name or "study")
     name = p.check("name", name, _str)
@@ -529,6 +548,8 @@ def parse_spec(
     model_kwargs = tables.get("model_kwargs", {})
     grid = _parse_grid(p, tables.get("grid", {}), data, tkeys, dataset_kwargs, model_kwargs)
 
+    _check_train_config(p, train, grid)
+
     if check_names:
         swept = [a.partition(".")[2] for a in grid if a.startswith("dataset_kwargs.")]
         for d in grid.get("dataset", (dataset,)):
@@ -570,6 +591,30 @@ def parse_spec(
     )
 
 
+def _check_train_config(p: _Parser, train: Mapping[str, Any],
+                        grid: Mapping[str, tuple[Any, ...]]) -> None:
+    """Let ``TrainConfig.from_dict`` see the settings now (each grid value over the base), so
+    that a combination it refuses is reported when the spec is read, not mid-sweep."""
+    cls = _train_config_cls()
+    from_dict = getattr(cls, "from_dict", None)
+    if not callable(from_dict):
+        return
+    tkeys = train_keys()
+    trials: list[tuple[str, dict[str, Any]]] = [("", dict(train))]
+    for axis, values in grid.items():
+        if axis in tkeys:
+            trials += [(f"grid.{axis}[{i}]", {**train, axis: v}) for i, v in enumerate(values)]
+    for where, settings in trials:
+        try:
+            from_dict(settings)
+        except (TypeError, ValueError) as exc:
+            key = where or ", ".join(sorted(settings)) or "training settings"
+            if not where:
+                named = [k for k in settings if k in str(exc)]
+                key = named[0] if named else "training settings"
+            raise p.error(key, f"rejected by TrainConfig: {exc}") from None
+
+
 def _parse_grid(
     p: _Parser,
     grid: Mapping[str, Any],
@@ -606,6 +651,8 @@ def _parse_grid(
         if not isinstance(values, list) or not values:
             raise p.error(key, f"got {values!r}; expected a non-empty list of values")
         checked = tuple(p.check(f"{key}[{i}]", v, checker) for i, v in enumerate(values))
+        if axis in ("dataset", "model"):
+            checked = tuple(_norm_name(v) for v in checked)
         if len({repr(v) for v in checked}) != len(checked):
             raise p.error(key, f"got {values!r}; values must be distinct")
         out[axis] = checked
