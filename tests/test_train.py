@@ -398,3 +398,55 @@ def test_enet_class_weights_are_used_in_the_loss():
     with torch.no_grad():
         ref = F.cross_entropy(model(x), y, weight=w).item()
     assert res.metrics["val_loss"] == pytest.approx(ref, rel=1e-5)
+
+
+def test_ash_layer_stats_include_active_fraction(small):
+    from actlab.nn.ash import ASH
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), ASH(k=0.3), nn.Flatten(),
+                          nn.Linear(256, 10))
+    res = train_model(model, small, _cfg(epochs=1), progress=False)
+    stats = res.history[0]["layer_stats"]
+    assert set(stats) == {"1"}
+    assert set(stats["1"]) == {"z", "alpha", "active_fraction"}
+    assert 0.0 < stats["1"]["active_fraction"] < 1.0
+    assert stats["1"]["z"] == pytest.approx(model[1].z.item())
+    assert model[1].track_activity is False
+
+
+def test_augmentation_changes_training(small):
+    cfg = _cfg(epochs=1, seed=1)
+    plain = train_model(_tiny(), small, cfg, progress=False)
+    aug = train_model(_tiny(), small, cfg.replace(augment="crop1+flip"), progress=False)
+    assert plain.history[0]["train_loss"] != aug.history[0]["train_loss"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_fp16_amp_learns_and_resumes(digits, tmp_path):
+    cfg = TrainConfig(epochs=3, batch_size=64, lr=0.05, schedule="cosine", device="cuda",
+                      amp=True, deterministic=True)
+
+    def model():
+        torch.manual_seed(0)
+        return create_model("tiny_cnn", num_classes=10, in_channels=1, act="relu", norm="bn")
+
+    full = model()
+    ref = train_model(full, digits, cfg, progress=False)
+    assert ref.metrics["test_acc"] >= 0.90
+    assert ref.peak_mem_mb > 0
+
+    path = tmp_path / "ck.pt"
+
+    def stop(epoch, record):
+        if epoch == 1:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        train_model(model(), digits, cfg, checkpoint_path=path, on_epoch=stop, progress=False)
+    state = torch.load(path, weights_only=True)
+    assert state["scaler"] is not None and "scale" in state["scaler"]
+    resumed = model()
+    res = train_model(resumed, digits, cfg, checkpoint_path=path, progress=False)
+    assert _strip_time(res.history) == _strip_time(ref.history)
+    assert _same_weights(resumed, full)
