@@ -19,7 +19,7 @@ samples have zero spread (e.g. deterministic runs) the test reports ``p = 1`` fo
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -78,8 +78,8 @@ def confidence_interval(values: Iterable[float], confidence: float = 0.95) -> tu
     m = float(arr.mean())
     if arr.size < 2:
         return (math.nan, math.nan)
-    half = float(_st.t.ppf(0.5 + confidence / 2.0, arr.size - 1)) * arr.std(ddof=1)
-    half /= math.sqrt(arr.size)
+    tq = float(_st.t.ppf(0.5 + confidence / 2.0, arr.size - 1))
+    half = tq * float(arr.std(ddof=1)) / math.sqrt(arr.size)
     return (m - half, m + half)
 
 
@@ -203,8 +203,8 @@ class Comparison:
 
 
 def compare(
-    a: Mapping[int, float],
-    b: Mapping[int, float],
+    a: Mapping[Hashable, float],
+    b: Mapping[Hashable, float],
     *,
     higher_is_better: bool = True,
     alpha: float = 0.05,
