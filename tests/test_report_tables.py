@@ -9,11 +9,11 @@ import sqlite3
 import numpy as np
 import pytest
 from scipy import stats as st
-from test_report_fixtures import BASE, NOISE, make_layer_store, make_norm_store
 
 from actlab.report.grouping import higher_is_better, varying_axes
 from actlab.report.load import StoreError, load_runs
 from actlab.report.tables import summarize_runs, win_tie_loss
+from test_report_fixtures import BASE, NOISE, make_layer_store, make_norm_store
 
 
 @pytest.fixture(scope="module")
