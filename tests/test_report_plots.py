@@ -159,15 +159,23 @@ def test_ash_gate_recovers_the_standardised_gate(fake_layers):
     curves = plots.ash_gate_curves(params, np.linspace(-3, 3, 301))
     assert len(curves) == 2
     for kw, (u, gate) in zip(params, curves.values(), strict=True):
-        assert u.mean() == pytest.approx(0.0, abs=1e-12)
-        assert u.std() == pytest.approx(1.0, rel=1e-12)
+        np.testing.assert_allclose(u, np.linspace(-3, 3, 301), atol=1e-12)
         ok = np.isfinite(gate)
-        assert ok.sum() >= 299
+        assert ok.sum() == 300  # only u = 0 is undefined
         ref = special.expit(2 * kw["alpha"] * (u[ok] - kw["z"]))
         if isinstance(get_act("ash", **kw), _LastDimASH):
             np.testing.assert_allclose(gate[ok], ref, rtol=1e-10, atol=1e-12)
         else:  # the real ASH may use other statistics (e.g. unbiased std): looser
             np.testing.assert_allclose(gate[ok], ref, atol=2e-2)
+
+
+@pytest.mark.parametrize("lo", [0.5, 3.0, 6.0])
+def test_standardised_batch(lo):
+    grid = torch.linspace(-lo, lo, 101, dtype=torch.float64)
+    batch = plots.standardised_batch(grid)
+    assert batch.mean().item() == pytest.approx(0.0, abs=1e-12)
+    assert batch.std(unbiased=False).item() == pytest.approx(1.0, rel=1e-12)
+    torch.testing.assert_close(batch[:101], grid - grid.mean())
 
 
 # -- curve data --------------------------------------------------------------------------------

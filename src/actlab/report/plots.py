@@ -46,6 +46,7 @@ __all__ = [
     "ActivationCurve",
     "activation_curves",
     "ash_gate_curves",
+    "standardised_batch",
     "baseline_activation_names",
     "sau_specs",
     "plot_activations",
@@ -198,6 +199,17 @@ def sau_specs(
     return specs
 
 
+def standardised_batch(us: torch.Tensor) -> torch.Tensor:
+    """``us`` (centred to mean 0) followed by ``K`` pairs ``±b`` chosen so that the whole tensor
+    has mean 0 and population std 1 exactly; the first ``len(us)`` entries are the grid."""
+    u = us - us.mean()
+    n, s = u.numel(), float((u * u).sum())
+    k = max(n, math.ceil(s))
+    b = math.sqrt((n + 2 * k - s) / (2 * k))
+    pad = torch.full((k,), b, dtype=u.dtype)
+    return torch.cat([u, pad, -pad])
+
+
 def ash_gate_curves(
     params: Sequence[Mapping[str, Any]],
     us: Sequence[float] | np.ndarray | None = None,
@@ -205,24 +217,25 @@ def ash_gate_curves(
     name: str = "ash",
     shape: tuple[int, ...] = (1, 1, -1),
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """ASH's gate ``y / x`` against the standardised input, measured on the module itself.
+    """ASH's gate ``f(x) / x`` against the standardised input, measured on the module itself.
 
-    ASH normalises by statistics of its input, so the curve is produced by feeding the module a
-    grid ``u`` that is already standardised (mean 0, population std 1 over the whole tensor):
-    the module's own statistics then map ``x`` to itself and ``gate(u) = f(u) / u``. For each
+    ASH normalises by statistics of its input, so the grid ``u`` (default −3…3) is fed inside a
+    tensor whose mean is 0 and population std is 1 exactly (see :func:`standardised_batch`):
+    the module's own statistics then leave ``u`` unchanged and ``gate(u) = f(u) / u``. For each
     ``params`` dict (constructor kwargs, e.g. ``{"z": 1.0, "alpha": 2.0}``) returns
-    ``{label: (u, gate)}`` (points with ``|u| < 1e-6`` are NaN).
+    ``{label: (u, gate)}``; points with ``|u| < 1e-6`` are NaN.
     """
     from actlab.registry import get_act
 
-    u = _grid(us, -3.0, 3.0, 600)
-    u = (u - u.mean()) / u.std(unbiased=False)
+    grid = _grid(us, -3.0, 3.0, 601)
+    batch = standardised_batch(grid)
+    u = batch[: grid.numel()]
     out = {}
     for kw in params:
         spec = ActivationSpec(name, dict(kw))
         module = get_act(name, **dict(kw)).to(torch.float64).eval()
         with torch.no_grad():
-            y = module(u.reshape(shape)).reshape(-1)
+            y = module(batch.reshape(shape)).reshape(-1)[: grid.numel()]
         small = u.abs() < 1e-6
         gate = torch.where(small, torch.full_like(u, math.nan), y / torch.where(small, 1.0, u))
         out[spec.title] = (u.numpy().copy(), gate.numpy().copy())
