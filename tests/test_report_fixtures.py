@@ -121,11 +121,11 @@ def connect(path: Path) -> sqlite3.Connection:
     return con
 
 
-def make_layer_store(path: Path, study: str = "acts") -> Path:
-    """Three layers (relu baseline, sau clearly better, ash the same) x 3 cells x 5 seeds, plus
-    one failed and one running row and one row of another study."""
+def make_layer_store(path: Path, study: str = "acts", cells: int | None = None) -> Path:
+    """Three layers (relu baseline, sau clearly better, ash the same) x 3 cells (or the first
+    ``cells``) x 5 seeds, plus one failed and one running row and one row of another study."""
     con = connect(path)
-    for (dataset, model), base in BASE.items():
+    for (dataset, model), base in list(BASE.items())[:cells]:
         for act, noise in NOISE.items():
             for seed, eps in enumerate(noise):
                 stats = {}
@@ -146,12 +146,14 @@ def make_layer_store(path: Path, study: str = "acts") -> Path:
     return path
 
 
-def make_norm_store(path: Path, study: str = "bn_vs_agc") -> Path:
-    """relu+bn vs relu+agc on digits/tiny_cnn over batch sizes {2, 32} x lr {0.01, 0.1}, 3 seeds.
+def make_norm_store(
+    path: Path, study: str = "bn_vs_agc", lrs: tuple[float, ...] = (0.01, 0.1)
+) -> Path:
+    """relu+bn vs relu+agc on digits/tiny_cnn over batch sizes {2, 32} x ``lrs``, 3 seeds.
     BN degrades at batch size 2; AGC does not."""
     con = connect(path)
     for bs in (2, 32):
-        for lr in (0.01, 0.1):
+        for lr in lrs:
             for norm in ("bn", "agc"):
                 for seed in range(3):
                     acc = 0.9 + 0.002 * seed - (0.2 if (norm == "bn" and bs == 2) else 0.0)
