@@ -256,6 +256,30 @@ def test_run_figures_write_png(tmp_path, layer_runs, norm_runs):
     np.testing.assert_allclose(line.get_ydata(), expect)
 
 
+def test_segmentation_runs(tmp_path):
+    from test_report_fixtures import add_run, connect, fake_history
+
+    con = connect(tmp_path / "seg.sqlite")
+    for norm, acc in (("bn", 0.7), ("agc", 0.8)):
+        for seed in range(2):
+            add_run(con, study="seg", dataset="camvid", model="segnet", act="relu", norm=norm,
+                    seed=seed, history=fake_history(acc + 0.01 * seed, segmentation=True))
+    con.commit()
+    con.close()
+    runs = load_runs(tmp_path / "seg.sqlite")
+    fig = plots.plot_norm_grid(runs)
+    assert fig.axes[0].get_ylabel() == "val_pixel_error"
+    (line,) = [ln for ln in fig.axes[0].get_lines() if ln.get_label() == "relu+agc"]
+    np.testing.assert_allclose(line.get_ydata()[-1], 1 - 0.805)
+    fig = plots.plot_training_curves(runs)
+    assert fig.axes[0].get_ylabel() == "pixel_acc (%)"
+    from actlab.report.tables import summarize_runs
+
+    table = summarize_runs(runs)
+    assert table.metric == "test_miou" and table.percent
+    assert {table.groups[i].layer for i in table.best()} == {"relu+agc"}
+
+
 def test_plot_errors(layer_runs):
     with pytest.raises(ValueError, match="no finished runs"):
         plots.plot_val_loss([])

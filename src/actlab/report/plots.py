@@ -433,7 +433,7 @@ def _find_axis(runs: Sequence[RunRecord], leaf: str) -> str:
 
 def plot_norm_grid(
     runs: Sequence[RunRecord],
-    key: str = "val_error",
+    key: str | None = None,
     *,
     row_axis: str = "batch_size",
     col_axis: str = "lr",
@@ -441,8 +441,11 @@ def plot_norm_grid(
 ) -> Figure:
     """Validation error vs epoch per layer (norm) on a grid: rows = ``row_axis`` values (batch
     size), columns = ``col_axis`` values (learning rate) — Deep Control, Fig. 1. Runs of several
-    datasets/models are drawn as separate line groups; pass one study's runs."""
+    datasets/models are drawn as separate line groups; pass one study's runs. ``key`` defaults
+    to ``val_error`` (``1 - val_acc``), or ``val_pixel_error`` for segmentation histories."""
     _need(runs)
+    if key is None:
+        key = "val_pixel_error" if accuracy_keys(runs)[1] == "test_pixel_acc" else "val_error"
     rkey, ckey = _find_axis(runs, row_axis), _find_axis(runs, col_axis)
     other = [a for a in g.varying_axes(runs) if a not in (rkey, ckey)]
     data = curves_by_cell(runs, [key], [rkey, ckey, *other])

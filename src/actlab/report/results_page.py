@@ -101,12 +101,12 @@ def write_results_page(
     for study, rs in runs_by_study(runs).items():
         lines += [f"## Study `{study}`", "", f"<!-- claims: {study} -->", ""]
         table = summarize_runs(rs, metric)
-        lines += [table.format("md"), ""]
+        lines += [table.format("md").rstrip(), ""]
         cands, bases = split_layers(rs, paper_layers)
         for cand in cands if bases else []:
             wtl = win_tie_loss(rs, cand, bases, table.metric, alpha=alpha, test=test)
             if wtl.cells:
-                lines += [wtl.format("md"), ""]
+                lines += [wtl.format("md").rstrip(), ""]
         for kind in STUDY_KINDS:
             if not applicable(kind, rs):
                 continue
@@ -117,7 +117,7 @@ def write_results_page(
                 lines += [f"![{_CAPTIONS[kind]}]({_rel(p, base)})", "", f"*{_CAPTIONS[kind]}.*",
                           ""]
             if kind == "val-loss":
-                lines += [epochs_to_reach(rs, "val_loss").format("md"), ""]
+                lines += [epochs_to_reach(rs, "val_loss").format("md").rstrip(), ""]
     out.parent.mkdir(parents=True, exist_ok=True)
     text = "\n".join(lines).rstrip() + "\n"
     out.write_text(text, encoding="utf-8")

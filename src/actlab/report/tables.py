@@ -166,9 +166,10 @@ class ResultTable:
 
     def _notes(self, bold_word: str) -> list[str]:
         ns = sorted({grp.summary.n for grp in self.groups})
-        seeds = f"n = {ns[0]} seeds per entry" if len(ns) == 1 else (
-            f"n = {ns[0]}–{ns[-1]} seeds per entry"
-        )
+        if len(ns) == 1:
+            seeds = f"n = {ns[0]} seed{'s' if ns[0] != 1 else ''} per entry"
+        else:
+            seeds = f"n = {ns[0]}–{ns[-1]} seeds per entry"
         scope = "column" if not self.axes else f"column at equal {', '.join(self.axis_labels)}"
         return [f"{seeds}. {bold_word}: best layer per {scope}."]
 
