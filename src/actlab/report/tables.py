@@ -115,9 +115,10 @@ class ResultTable:
                 seen.append(grp.cell)
         return seen
 
-    def get(self, dataset: str, model: str, layer: str, axes: tuple[Any, ...] = ()) -> (
-        GroupResult | None
-    ):
+    def get(
+        self, dataset: str, model: str, layer: str, axes: tuple[Any, ...] = ()
+    ) -> GroupResult | None:
+        """The group of ``layer`` in cell (dataset, model, axes), or None."""
         for grp in self.groups:
             if grp.cell == (dataset, model, tuple(axes)) and grp.layer == layer:
                 return grp
