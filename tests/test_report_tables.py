@@ -42,6 +42,13 @@ def test_load_only_done_and_study_filter(layer_db):
         r.value("test_miou")
 
 
+def test_load_path_with_odd_characters(tmp_path):
+    odd = tmp_path / "my results #1?" / "a b%20.sqlite"
+    odd.parent.mkdir()
+    make_layer_store(odd, cells=1)
+    assert len(load_runs(odd, "acts")) == 15
+
+
 def test_load_errors(tmp_path):
     with pytest.raises(StoreError, match="does not exist"):
         load_runs(tmp_path / "missing.sqlite")

@@ -114,7 +114,7 @@ def load_runs(
     query += " ORDER BY study, dataset, model, act, norm, seed, cell_key"
 
     try:
-        con = sqlite3.connect(f"file:{path.resolve().as_posix()}?mode=ro", uri=True, timeout=30)
+        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
     except sqlite3.Error as exc:  # pragma: no cover - depends on the file system
         raise StoreError(f"cannot open results store {str(path)!r}: {exc}") from None
     try:
