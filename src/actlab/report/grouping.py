@@ -36,6 +36,7 @@ IGNORED_AXIS_NAMES = frozenset(
     {
         "device", "progress", "out_dir", "data_dir", "checkpoint", "checkpoint_path", "run_dir",
         "log_dir", "cache_dir", "num_workers", "eval_batch_size", "log_layer_stats",
+        "run_name", "run_id", "cell_key", "tag",
     }
 )
 
