@@ -217,3 +217,12 @@ def test_bare_act_name_resolves_when_norms_vary(norm_db):
     # 4 (batch size, lr) cells: AGC significantly better at batch size 2, tie at 32
     assert wtl.counts("relu+bn") == {"win": 2, "tie": 2, "loss": 0, "n/a": 0}
     assert "batch_size, lr" in wtl.format("text")
+
+
+def test_repeated_seed_is_kept_and_unpaired(layer_db):
+    runs = load_runs(layer_db)  # study "other" repeats seed 0 of relu on digits/mlp
+    table = summarize_runs(runs, axes=[])
+    assert table.get("digits", "mlp", "relu").summary.n == 6
+    wtl = win_tie_loss(runs, "sau", ["relu"], axes=[])
+    cell = next(c for c in wtl.cells if (c.dataset, c.model) == ("digits", "mlp"))
+    assert cell.comparison.result.test == "welch" and cell.n_baseline == 6
