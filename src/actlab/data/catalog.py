@@ -1,0 +1,300 @@
+"""The dataset catalogue: one builder per name, registered in :data:`actlab.registry.DATASETS`.
+
+Every builder has the signature ``builder(data_dir=None, val_fraction=0.1, seed=0, *,
+<dataset options>, **common) -> DatasetSplits`` where ``common`` are the pipeline options of
+:func:`actlab.data.prepare.prepare_splits`: ``max_train``, ``max_val``, ``max_test``,
+``normalize`` (default True) and ``dtype`` (default ``torch.float32``).
+
+========================  ======================  ==========================================
+name                      source                  test split
+========================  ======================  ==========================================
+``digits``                scikit-learn (bundled)  carved 20 %, fixed seed
+``mnist1d``               ``mnist1d`` generator   official 20 % of the generated samples
+``mnist``                 IDX files in data_dir   official t10k
+``fashion_mnist``         IDX files in data_dir   official t10k
+``cifar10``               python pickles          official test_batch
+``cifar100``              python pickles          official test
+``svhn``                  .mat files              official test_32x32.mat
+``tiny_imagenet``         JPEG folder layout      official (labelled) val
+``synthetic_shapes``      generated               carved 20 %, fixed seed
+========================  ======================  ==========================================
+
+For file-based datasets ``data_dir`` defaults to ``$ACTLAB_DATA`` or ``~/.cache/actlab/data``;
+generated and bundled datasets ignore it. Nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from pathlib import Path
+from typing import Any
+
+from actlab.data.base import DatasetSplits
+from actlab.data.cifar import load_cifar10, load_cifar100
+from actlab.data.digits import DIGITS_SCALE, digits_arrays
+from actlab.data.files import default_data_dir
+from actlab.data.idx import load_idx_dataset
+from actlab.data.mnist1d_data import mnist1d_arrays
+from actlab.data.prepare import Source, prepare_splits
+from actlab.data.svhn import load_svhn
+from actlab.data.synthetic import SHAPE_CLASSES, make_shapes
+from actlab.data.tiny_imagenet import load_tiny_imagenet
+from actlab.registry import DATASETS
+
+__all__ = ["load_dataset", "list_datasets", "COMMON_OPTIONS", "dataset_options"]
+
+PathLike = str | os.PathLike[str] | None
+
+#: Options every builder accepts (forwarded to ``prepare_splits``).
+COMMON_OPTIONS = ("max_train", "max_val", "max_test", "normalize", "dtype")
+
+DIGIT_NAMES = [str(i) for i in range(10)]
+FASHION_MNIST_CLASSES = [
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+]
+
+
+def _check_common(common: dict[str, Any]) -> None:
+    bad = sorted(set(common) - set(COMMON_OPTIONS))
+    if bad:
+        raise TypeError(f"unknown dataset option(s) {bad}; common options are {COMMON_OPTIONS}")
+
+
+def digits(
+    data_dir: PathLike = None,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    *,
+    test_fraction: float = 0.2,
+    **common: Any,
+) -> DatasetSplits:
+    """scikit-learn digits: (1, 8, 8) images, 10 classes; pixels /16 then standardised."""
+    _check_common(common)
+    x, y = digits_arrays()
+    return prepare_splits(
+        "digits", "classification", Source.from_arrays(x, y), None,
+        num_classes=10, val_fraction=val_fraction, seed=seed, test_fraction=test_fraction,
+        scale=DIGITS_SCALE, class_names=DIGIT_NAMES, meta={"source": "sklearn.load_digits"},
+        **common,
+    )
+
+
+def mnist1d(
+    data_dir: PathLike = None,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    *,
+    num_samples: int = 5000,
+    data_seed: int = 42,
+    cache: bool = True,
+    cache_dir: PathLike = None,
+    **common: Any,
+) -> DatasetSplits:
+    """MNIST-1D: (1, 40) signals, 10 classes; generated locally (80/20 train/test), cached."""
+    _check_common(common)
+    d = mnist1d_arrays(num_samples, data_seed, cache=cache, cache_dir=cache_dir)
+    return prepare_splits(
+        "mnist1d", "classification",
+        Source.from_arrays(d["x"][:, None], d["y"]),
+        Source.from_arrays(d["x_test"][:, None], d["y_test"]),
+        num_classes=10, val_fraction=val_fraction, seed=seed, class_names=DIGIT_NAMES,
+        meta={"source": "mnist1d.make_dataset", "num_samples": num_samples,
+              "data_seed": data_seed},
+        **common,
+    )
+
+
+def _idx_builder(name: str, class_names: list[str]):
+    def build(
+        data_dir: PathLike = None, val_fraction: float = 0.1, seed: int = 0, **common: Any
+    ) -> DatasetSplits:
+        _check_common(common)
+        tx, ty, sx, sy = load_idx_dataset(name, data_dir)
+        return prepare_splits(
+            name, "classification", Source.from_arrays(tx, ty), Source.from_arrays(sx, sy),
+            num_classes=10, val_fraction=val_fraction, seed=seed, scale=1 / 255,
+            class_names=class_names, meta={"data_dir": str(default_data_dir(data_dir))},
+            **common,
+        )
+
+    build.__name__ = name
+    build.__doc__ = f"{name}: (1, 28, 28) images, 10 classes, from IDX files in ``data_dir``."
+    return build
+
+
+mnist = _idx_builder("mnist", DIGIT_NAMES)
+fashion_mnist = _idx_builder("fashion_mnist", FASHION_MNIST_CLASSES)
+
+
+def cifar10(
+    data_dir: PathLike = None, val_fraction: float = 0.1, seed: int = 0, **common: Any
+) -> DatasetSplits:
+    """CIFAR-10: (3, 32, 32) images, 10 classes, from ``cifar-10-batches-py/``."""
+    _check_common(common)
+    tx, ty, sx, sy, names = load_cifar10(data_dir)
+    return prepare_splits(
+        "cifar10", "classification", Source.from_arrays(tx, ty), Source.from_arrays(sx, sy),
+        num_classes=10, val_fraction=val_fraction, seed=seed, scale=1 / 255, class_names=names,
+        meta={"data_dir": str(default_data_dir(data_dir))}, **common,
+    )
+
+
+def cifar100(
+    data_dir: PathLike = None,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    *,
+    label_type: str = "fine",
+    **common: Any,
+) -> DatasetSplits:
+    """CIFAR-100: (3, 32, 32) images, 100 fine (or 20 coarse) classes."""
+    _check_common(common)
+    tx, ty, sx, sy, names = load_cifar100(data_dir, label_type)
+    return prepare_splits(
+        "cifar100", "classification", Source.from_arrays(tx, ty), Source.from_arrays(sx, sy),
+        num_classes=100 if label_type == "fine" else 20, val_fraction=val_fraction, seed=seed,
+        scale=1 / 255, class_names=names,
+        meta={"data_dir": str(default_data_dir(data_dir)), "label_type": label_type},
+        **common,
+    )
+
+
+def svhn(
+    data_dir: PathLike = None,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    *,
+    use_extra: bool = False,
+    **common: Any,
+) -> DatasetSplits:
+    """SVHN cropped digits: (3, 32, 32) images, 10 classes (label 10 of the files is digit 0)."""
+    _check_common(common)
+    tx, ty, sx, sy = load_svhn(data_dir, use_extra)
+    return prepare_splits(
+        "svhn", "classification", Source.from_arrays(tx, ty), Source.from_arrays(sx, sy),
+        num_classes=10, val_fraction=val_fraction, seed=seed, scale=1 / 255,
+        class_names=DIGIT_NAMES,
+        meta={"data_dir": str(default_data_dir(data_dir)), "use_extra": use_extra}, **common,
+    )
+
+
+def tiny_imagenet(
+    data_dir: PathLike = None,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    *,
+    num_workers: int | None = None,
+    **common: Any,
+) -> DatasetSplits:
+    """Tiny ImageNet: (3, 64, 64) images, 200 classes; test = the labelled official val set.
+
+    The full training set takes about 4.9 GB as float32 (``dtype=torch.float16`` halves it);
+    with ``max_train`` / ``max_val`` / ``max_test`` only the kept images are decoded.
+    """
+    _check_common(common)
+    train, test, names = load_tiny_imagenet(data_dir, num_workers)
+    return prepare_splits(
+        "tiny_imagenet", "classification", train, test,
+        num_classes=len(names), val_fraction=val_fraction, seed=seed, scale=1 / 255,
+        class_names=names, meta={"data_dir": str(default_data_dir(data_dir))}, **common,
+    )
+
+
+def synthetic_shapes(
+    data_dir: PathLike = None,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    *,
+    num_samples: int = 2000,
+    size: int = 64,
+    channels: int = 3,
+    max_shapes: int = 4,
+    noise: float = 0.05,
+    data_seed: int = 0,
+    test_fraction: float = 0.2,
+    **common: Any,
+) -> DatasetSplits:
+    """Synthetic segmentation: (C, size, size) images, per-pixel labels in 4 classes
+    (background, circle, rectangle, triangle); see :mod:`actlab.data.synthetic`."""
+    _check_common(common)
+    x, y = make_shapes(
+        num_samples, size, channels=channels, max_shapes=max_shapes, noise=noise, seed=data_seed
+    )
+    return prepare_splits(
+        "synthetic_shapes", "segmentation", Source.from_arrays(x, y), None,
+        num_classes=len(SHAPE_CLASSES), val_fraction=val_fraction, seed=seed,
+        test_fraction=test_fraction, class_names=list(SHAPE_CLASSES),
+        meta={"source": "actlab.data.synthetic.make_shapes", "num_samples": num_samples,
+              "data_seed": data_seed},
+        **common,
+    )
+
+
+_BUILDERS = {
+    "digits": (digits, ()),
+    "mnist1d": (mnist1d, ("mnist_1d",)),
+    "mnist": (mnist, ()),
+    "fashion_mnist": (fashion_mnist, ("fmnist", "fashionmnist")),
+    "cifar10": (cifar10, ("cifar_10",)),
+    "cifar100": (cifar100, ("cifar_100",)),
+    "svhn": (svhn, ()),
+    "tiny_imagenet": (tiny_imagenet, ("tinyimagenet", "tiny_imagenet_200")),
+    "synthetic_shapes": (synthetic_shapes, ("shapes",)),
+}
+_OWN = {fn for fn, _ in _BUILDERS.values()}
+for _name, (_fn, _aliases) in _BUILDERS.items():
+    if _name not in DATASETS:
+        DATASETS.register(_name, _fn, aliases=_aliases)
+
+
+def list_datasets() -> list[str]:
+    """Registered dataset names (including user-registered ones), sorted."""
+    return DATASETS.names()
+
+
+def dataset_options(name: str) -> list[str]:
+    """Keyword options accepted by dataset ``name`` besides data_dir / val_fraction / seed."""
+    sig = inspect.signature(DATASETS.factory(name))
+    own = [p.name for p in sig.parameters.values() if p.kind is p.KEYWORD_ONLY]
+    if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+        own += list(COMMON_OPTIONS)
+    return own
+
+
+def load_dataset(
+    name: str,
+    data_dir: str | os.PathLike[str] | None = None,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    **kwargs: Any,
+) -> DatasetSplits:
+    """Build dataset ``name`` as train / val / test ``TensorDataset`` splits.
+
+    Args:
+        name: a name from :func:`list_datasets` (case-insensitive, ``-`` = ``_``).
+        data_dir: folder holding the official files (file-based datasets only).
+        val_fraction: share of the *training* data held out for validation (stratified by
+            class for classification), chosen with ``seed``.
+        seed: seed of the validation carve and of the ``max_*`` subsets. The test split never
+            depends on it.
+        **kwargs: common options (``max_train``, ``max_val``, ``max_test``, ``normalize``,
+            ``dtype``) and the dataset's own options (see :func:`dataset_options`).
+
+    Example::
+
+        >>> splits = load_dataset("digits", seed=1, max_train=500)
+        >>> x, y = splits.train.tensors
+    """
+    builder = DATASETS.factory(name)
+    if builder in _OWN:  # user-registered builders validate their own options
+        known = dataset_options(name)
+        bad = sorted(set(kwargs) - set(known))
+        if bad:
+            raise TypeError(
+                f"dataset {name!r} does not accept option(s) {bad}; it accepts {known}"
+            )
+    if data_dir is not None:
+        data_dir = Path(data_dir)
+    return builder(data_dir=data_dir, val_fraction=val_fraction, seed=seed, **kwargs)

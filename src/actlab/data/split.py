@@ -1,0 +1,93 @@
+"""Seeded, optionally stratified index splits.
+
+``split_indices(labels, size, seed)`` picks ``size`` indices out of ``len(labels)`` so that every
+class keeps (as nearly as integers allow) its share of the whole: class ``c`` with ``n_c`` of
+``n`` samples contributes ``floor(size * n_c / n)`` picks, and the remaining picks go to the
+classes with the largest fractional remainders (Hamilton / largest-remainder apportionment).
+Inside a class the picks are a uniform random subset drawn from ``numpy.random.default_rng``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["split_indices", "fraction_to_size", "stratified_split"]
+
+
+def fraction_to_size(fraction: float, n: int, *, what: str = "fraction") -> int:
+    """``round(fraction * n)``, at least 1 if ``fraction > 0``; checks ``0 <= fraction < 1``."""
+    if not isinstance(fraction, (int, float)) or isinstance(fraction, bool):
+        raise TypeError(f"{what} must be a number in [0, 1), got {fraction!r}")
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"{what} must be in [0, 1), got {fraction!r}")
+    if fraction == 0.0:
+        return 0
+    return max(1, int(round(fraction * n)))
+
+
+def _apportion(counts: np.ndarray, size: int) -> np.ndarray:
+    """Largest-remainder allocation of ``size`` picks over classes with ``counts`` members."""
+    n = int(counts.sum())
+    quota = counts.astype(np.float64) * size / n
+    take = np.floor(quota).astype(np.int64)
+    left = size - int(take.sum())
+    if left > 0:
+        order = np.argsort(-(quota - take), kind="stable")
+        take[order[:left]] += 1
+    return np.minimum(take, counts)
+
+
+def split_indices(
+    labels: np.ndarray | None,
+    size: int,
+    seed: int,
+    *,
+    n: int | None = None,
+    stratify: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split ``range(n)`` into ``(rest, picked)`` with ``len(picked) == size``.
+
+    Args:
+        labels: ``(n,)`` integer class labels used for stratification, or ``None`` for a plain
+            random split (then ``n`` must be given).
+        size: number of indices to pick, ``0 <= size <= n``.
+        seed: seed of the ``numpy.random.default_rng`` that draws the picks.
+        n: number of samples when ``labels`` is ``None``.
+        stratify: keep class proportions (needs ``labels``).
+
+    Returns:
+        ``(rest, picked)``: two sorted, disjoint ``int64`` index arrays covering ``range(n)``.
+    """
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.ndim != 1:
+            raise ValueError(f"labels must be 1-D for a stratified split, got {labels.shape}")
+        n = len(labels)
+    if n is None:
+        raise ValueError("give labels or n")
+    if not 0 <= size <= n:
+        raise ValueError(f"cannot pick {size} of {n} samples")
+    rng = np.random.default_rng(seed)
+    if labels is None or not stratify:
+        picked = rng.permutation(n)[:size]
+    else:
+        classes, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+        take = _apportion(counts, size)
+        order = np.argsort(inverse, kind="stable")  # indices grouped by class, ascending
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        parts = [
+            rng.permutation(order[s : s + c])[:k]
+            for s, c, k in zip(starts, counts, take, strict=True)
+        ]
+        picked = np.concatenate(parts) if parts else np.empty(0, np.int64)
+    mask = np.zeros(n, dtype=bool)
+    mask[picked] = True
+    return np.flatnonzero(~mask).astype(np.int64), np.flatnonzero(mask).astype(np.int64)
+
+
+def stratified_split(
+    labels: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(rest, held_out)`` with ``round(fraction * n)`` held-out indices, stratified by label."""
+    labels = np.asarray(labels)
+    return split_indices(labels, fraction_to_size(fraction, len(labels)), seed)
