@@ -46,6 +46,8 @@ __all__ = [
     "ActivationCurve",
     "activation_curves",
     "ash_gate_curves",
+    "ash_gate_params",
+    "ash_threshold_kw",
     "standardised_batch",
     "baseline_activation_names",
     "sau_specs",
@@ -210,6 +212,37 @@ def standardised_batch(us: torch.Tensor) -> torch.Tensor:
     return torch.cat([u, pad, -pad])
 
 
+def ash_threshold_kw(name: str = "ash") -> str:
+    """The constructor keyword of the registered ASH-like activation ``name`` that sets the
+    initial threshold ``z``: ``"z_init"`` (``actlab.nn.ash.ASH``) or ``"z"``."""
+    import inspect
+
+    from actlab.registry import ACTIVATIONS
+
+    factory = ACTIVATIONS.factory(name)
+    target = getattr(factory, "__wrapped__", factory)
+    try:
+        params = inspect.signature(target).parameters
+    except (TypeError, ValueError):  # pragma: no cover - builtins without signature
+        return "z_init"
+    for kw in ("z_init", "z"):
+        if kw in params:
+            return kw
+    return "z_init"
+
+
+def ash_gate_params(
+    zs: Sequence[float] = (-1.0, 0.0, 1.0, 2.0),
+    alphas: Sequence[float] = (1.0,),
+    *,
+    name: str = "ash",
+) -> list[dict[str, float]]:
+    """Constructor kwargs for every (z, α) pair, using the threshold keyword the registered
+    activation ``name`` takes (see :func:`ash_threshold_kw`)."""
+    zkw = ash_threshold_kw(name)
+    return [{zkw: float(z), "alpha": float(a)} for a in alphas for z in zs]
+
+
 def ash_gate_curves(
     params: Sequence[Mapping[str, Any]],
     us: Sequence[float] | np.ndarray | None = None,
@@ -222,7 +255,8 @@ def ash_gate_curves(
     ASH normalises by statistics of its input, so the grid ``u`` (default −3…3) is fed inside a
     tensor whose mean is 0 and population std is 1 exactly (see :func:`standardised_batch`):
     the module's own statistics then leave ``u`` unchanged and ``gate(u) = f(u) / u``. For each
-    ``params`` dict (constructor kwargs, e.g. ``{"z": 1.0, "alpha": 2.0}``) returns
+    ``params`` dict (constructor kwargs, e.g. ``{"z_init": 1.0, "alpha": 2.0}``; see
+    :func:`ash_gate_params`) returns
     ``{label: (u, gate)}``; points with ``|u| < 1e-6`` are NaN.
     """
     from actlab.registry import get_act
@@ -340,7 +374,7 @@ def plot_ash_gate(
 ) -> Figure:
     """ASH's gate against the standardised input for several z / α (measured on the module)."""
     if params is None:
-        params = [{"z": z} for z in (-1.0, 0.0, 1.0, 2.0)]
+        params = ash_gate_params(name=name)
     curves = ash_gate_curves(params, us, name=name)
     fig, axs = _subplots(1, 1, w=5.0, h=3.8)
     ax = axs[0, 0]
