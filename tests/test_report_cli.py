@@ -10,7 +10,12 @@ import re
 import pytest
 
 from actlab.report.cli import add_plot_arguments, add_report_arguments, run_plot, run_report
-from actlab.report.results_page import split_layers, write_results_page
+from actlab.report.results_page import (
+    Claim,
+    read_claim_blocks,
+    split_layers,
+    write_results_page,
+)
 from test_report_fixtures import connect, make_layer_store, make_norm_store
 
 
@@ -142,6 +147,41 @@ def test_results_page(tmp_path):
         assert target.is_file() and target.stat().st_size > 1000, link
     with pytest.raises(ValueError, match="no finished runs"):
         write_results_page(db, tmp_path / "x.md", tmp_path, studies="absent")
+    # every claims block is present and visibly empty until the claims are written
+    assert text.count("<!-- /claims") == 3 and text.count("Claims not yet assessed") == 3
+    assert text.index("<!-- claims -->") < text.index("## Study `acts`")
+    assert read_claim_blocks(page) == {}
+
+
+def test_results_page_claims_written_and_kept(tmp_path):
+    db = make_layer_store(tmp_path / "small.sqlite", cells=1)
+    out, figs = tmp_path / "RESULTS.md", tmp_path / "fig"
+    kw = {"studies": "acts", "activations": False, "dpi": 30}
+    claims = {
+        None: [Claim("SAU beats ReLU (SAU paper, Table 8)", "holds", "3/0/0 win/tie/loss")],
+        "acts": [Claim("ASH beats ReLU", "does not hold", "tie in 1/1 cells, p = 0.7"),
+                 Claim("SAU on ImageNet", "not testable", "no ImageNet runs")],
+    }
+    text = write_results_page(db, out, figs, claims=claims, **kw).read_text()
+    assert "- **holds** — SAU beats ReLU (SAU paper, Table 8): 3/0/0 win/tie/loss" in text
+    acts = text.split("## Study `acts`")[1]
+    assert "- **does not hold** — ASH beats ReLU: tie in 1/1 cells, p = 0.7" in acts
+    assert "- **not testable** — SAU on ImageNet: no ImageNet runs" in acts
+    assert "Claims not yet assessed" not in text
+    # a hand edit inside a block survives regeneration without claims; outside it does not
+    edited = text.replace("no ImageNet runs", "no ImageNet runs (hand note)") + "\nstray\n"
+    out.write_text(edited)
+    blocks = read_claim_blocks(out)
+    assert set(blocks) == {None, "acts"} and "hand note" in blocks["acts"]
+    again = write_results_page(db, out, figs, **kw).read_text()
+    assert "(hand note)" in again and "stray" not in again
+    assert "Claims not yet assessed" not in again
+    fresh = write_results_page(db, out, figs, keep_claims=False, **kw).read_text()
+    assert fresh.count("Claims not yet assessed") == 2
+    with pytest.raises(ValueError, match="verdict must be one of"):
+        Claim("x", "mostly holds")
+    with pytest.raises(ValueError, match="studies not on the page: actz"):
+        write_results_page(db, out, figs, claims={"actz": ["x"]}, **kw)
 
 
 def test_fixture_store_uses_the_contract_schema(tmp_path):
