@@ -106,7 +106,11 @@ def test_plot_kinds_write_files(db, tmp_path, capsys):
     for files in written.values():
         for name in files:
             path = next(tmp_path.rglob(name))
-            assert path.stat().st_size > (1000 if name.endswith(".png") else 100)
+            data = path.read_bytes()
+            if name.endswith(".png"):
+                assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 1000, name
+            else:
+                assert b"| dataset | model | layer |" in data, name
     printed = capsys.readouterr().out
     assert "curves_other.png" in printed
 
@@ -156,7 +160,7 @@ def test_results_page(tmp_path):
 def test_results_page_claims_written_and_kept(tmp_path):
     db = make_layer_store(tmp_path / "small.sqlite", cells=1)
     out, figs = tmp_path / "RESULTS.md", tmp_path / "fig"
-    kw = {"studies": "acts", "activations": False, "dpi": 30}
+    kw = {"studies": "acts", "activations": False, "figures": False}
     claims = {
         None: [Claim("SAU beats ReLU (SAU paper, Table 8)", "holds", "3/0/0 win/tie/loss")],
         "acts": [Claim("ASH beats ReLU", "does not hold", "tie in 1/1 cells, p = 0.7"),

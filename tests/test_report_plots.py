@@ -124,7 +124,9 @@ def test_sau_curve_matches_quadrature(paper_layers):
         def integrand(t):
             return max(x - t, alpha * (x - t)) * n * st.norm.pdf(n * t)
 
-        return integrate.quad(integrand, -np.inf, np.inf, epsabs=1e-12)[0]
+        # split at the kink t = x of the integrand
+        return sum(integrate.quad(integrand, a, b, epsabs=1e-13)[0]
+                   for a, b in ((-np.inf, x), (x, np.inf)))
 
     np.testing.assert_allclose(c.y, [conv(x) for x in xs], rtol=1e-5, atol=1e-6)
 
@@ -244,7 +246,8 @@ def test_activation_figures_write_png(tmp_path, paper_layers):
     assert all(_png_ok(p) for p in (p1, p2, p3))
 
 
-def test_run_figures_write_png(tmp_path, layer_runs, norm_runs):
+def test_run_figures_content(layer_runs, norm_runs):
+    """What the run figures draw (their PNG files are written in test_report_cli)."""
     figs = {
         "curves": plots.plot_training_curves(layer_runs),
         "val": plots.plot_val_loss(layer_runs),
@@ -252,8 +255,7 @@ def test_run_figures_write_png(tmp_path, layer_runs, norm_runs):
         "lambda": plots.plot_agc_lambda(norm_runs),
         "ash": plots.plot_ash_stats(layer_runs),
     }
-    for name, fig in figs.items():
-        assert _png_ok(plots.save_figure(fig, tmp_path / f"{name}.png")), name
+    assert all(fig.axes and fig.axes[0].get_lines() for fig in figs.values())
     grid = figs["grid"]
     assert len(grid.axes) == 4  # 2 batch sizes x 2 learning rates
     titles = sorted(ax.get_title() for ax in grid.axes)

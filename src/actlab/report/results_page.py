@@ -153,6 +153,7 @@ def write_results_page(
     test: TestName = "auto",
     paper_layers: Iterable[str] = PAPER_LAYERS,
     activations: bool = True,
+    figures: bool = True,
     image_format: str = "png",
     dpi: int = 120,
     title: str = "Results",
@@ -161,9 +162,11 @@ def write_results_page(
 ) -> Path:
     """Write the results page to ``out_md`` and its figures to ``fig_dir``; returns ``out_md``.
 
-    ``studies`` selects studies (default: all in the store). Figure links are relative to the
-    page. Win/tie/loss tables compare each paper layer (SAU, ASH, AGC) with every other layer
-    of its study, by the test of :func:`actlab.report.stats.compare` at level ``alpha``.
+    ``studies`` selects studies (default: all in the store). ``activations=False`` leaves out
+    the activation-shape figures, ``figures=False`` every figure (tables only). Figure links are
+    relative to the page. Win/tie/loss tables compare each paper layer (SAU, ASH, AGC) with
+    every other layer of its study, by the test of :func:`actlab.report.stats.compare` at
+    level ``alpha``.
 
     ``claims`` maps a study name (or ``None``, the summary block at the top) to its
     :class:`Claim` list (plain strings are written as they are). Blocks without new claims keep
@@ -205,7 +208,7 @@ def write_results_page(
             wtl = win_tie_loss(rs, cand, bases, table.metric, alpha=alpha, test=test)
             if wtl.cells:
                 lines += [wtl.format("md").rstrip(), ""]
-        for kind in STUDY_KINDS:
+        for kind in STUDY_KINDS if figures else ():
             if not applicable(kind, rs):
                 continue
             for p in write_study_figure(kind, rs, figs, image_format, study=study,
