@@ -127,6 +127,25 @@ def test_plot_activations_and_errors(db, tmp_path, capsys):
         _plot(["pie"])
 
 
+def test_plot_activations_with_paper_layers(tmp_path, monkeypatch, capsys):
+    from actlab.nn.ash import ASH
+    from actlab.nn.sau import SAU
+    from actlab.registry import ACTIVATIONS, _act_entry
+
+    for name, cls in (("sau", SAU), ("ash", ASH)):
+        if name not in ACTIVATIONS:
+            monkeypatch.setitem(ACTIVATIONS._factories, name, _act_entry(cls))
+    argv = ["activations", "--out", str(tmp_path), "--dpi", "30", "--sau-n", "2",
+            "--ash-z", "0.5", "--ash-alpha", "1", "--ash-alpha", "3"]
+    assert run_plot(_plot(argv)) == 0
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["activations.png", "activations_ash_gate.png", "activations_sau.png"]
+    for name in names:
+        data = (tmp_path / name).read_bytes()
+        assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 1000, name
+    assert "activations_sau.png" in capsys.readouterr().out
+
+
 def test_split_layers(db):
     from actlab.report.load import load_runs
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 from scipy import integrate, special
 from scipy import stats as st
+from torch import nn
 
 from actlab.registry import ACTIVATIONS, get_act
 from actlab.report import plots
@@ -45,11 +46,6 @@ def paper_layers(monkeypatch):
     for name, cls in (("sau", SAU), ("ash", ASH)):
         if name not in ACTIVATIONS:
             monkeypatch.setitem(ACTIVATIONS._factories, name, _act_entry(cls))
-
-
-def _png_ok(path) -> bool:
-    data = path.read_bytes()
-    return data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 2000
 
 
 # -- activation curves -------------------------------------------------------------------------
@@ -100,6 +96,19 @@ def test_every_baseline_equals_its_module_and_finite_differences():
             fd = ((module(x + h) - module(x - h)) / (2 * h)).reshape(-1).numpy()
         np.testing.assert_allclose(c.y, y, rtol=1e-12, atol=1e-12, err_msg=name)
         np.testing.assert_allclose(c.dy, fd, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_baselines_leave_out_batch_dependent_layers(paper_layers, monkeypatch):
+    from actlab.nn.ash import ASH, ASHTopK
+    from actlab.registry import _act_entry
+
+    monkeypatch.setitem(ACTIVATIONS._factories, "ash_topk", _act_entry(ASHTopK))
+    monkeypatch.setitem(ACTIVATIONS._factories, "ash_copy", _act_entry(ASH))
+    monkeypatch.setitem(ACTIVATIONS._factories, "needs_arg", lambda width, **kw: nn.Identity())
+    names = plots.baseline_activation_names()
+    assert not {"ash_topk", "ash_copy", "needs_arg", "sau", "ash"} & set(names)
+    assert not plots.is_pointwise(ASHTopK(0.5).double())
+    assert plots.is_pointwise(get_act("gelu").double())
 
 
 def test_activation_spec_labels_and_errors():
@@ -237,15 +246,7 @@ def test_layer_stat_curves_per_module(norm_runs):
     assert layer_stat_curves([r for r in norm_runs if r.norm == "bn"], "lambda") == {}
 
 
-# -- PNG output --------------------------------------------------------------------------------
-def test_activation_figures_write_png(tmp_path, paper_layers):
-    p1 = plots.save_figure(plots.plot_activations(), tmp_path / "baselines.png")
-    p2 = plots.save_figure(plots.plot_sau_family(ns=(1, 3)), tmp_path / "sau.png")
-    gate = plots.plot_ash_gate(plots.ash_gate_params((0.0, 1.5)))
-    p3 = plots.save_figure(gate, tmp_path / "g.png")
-    assert all(_png_ok(p) for p in (p1, p2, p3))
-
-
+# -- figure content (every kind's PNG file is written in test_report_cli) ----------------------
 def test_run_figures_content(layer_runs, norm_runs):
     """What the run figures draw (their PNG files are written in test_report_cli)."""
     figs = {

@@ -232,6 +232,11 @@ def add_plot_arguments(parser: argparse.ArgumentParser) -> None:
                         help="activations: SAU n values (repeat; default 1 2 5 10)")
     parser.add_argument("--sau-alpha", type=float, default=0.01,
                         help="activations: SAU and Leaky ReLU slope α (default 0.01)")
+    parser.add_argument("--ash-z", type=float, action="append", metavar="Z",
+                        help="activations: ASH thresholds z for the gate figure (repeat; "
+                             "default -1 0 1 2)")
+    parser.add_argument("--ash-alpha", type=float, action="append", metavar="A",
+                        help="activations: ASH gate sharpness α (repeat; default 1)")
     parser.add_argument("--key", default="val_loss",
                         help="val-loss: history key to plot (default val_loss)")
     parser.add_argument("--threshold", type=float,
@@ -248,7 +253,8 @@ def run_plot(args: argparse.Namespace) -> int:
             paths = write_activation_figures(
                 args.out, args.image_format, names=_names(args.act),
                 sau_ns=tuple(args.sau_n or (1, 2, 5, 10)), sau_alpha=args.sau_alpha,
-                dpi=args.dpi,
+                ash_zs=tuple(args.ash_z or (-1.0, 0.0, 1.0, 2.0)),
+                ash_alphas=tuple(args.ash_alpha or (1.0,)), dpi=args.dpi,
             )
         else:
             runs = load_runs(args.db, args.study)

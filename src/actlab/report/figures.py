@@ -77,9 +77,14 @@ def write_activation_figures(
     sau_ns: Sequence[float] = (1, 2, 5, 10),
     sau_alpha: float = 0.01,
     ash_params: Sequence[dict[str, Any]] | None = None,
+    ash_zs: Sequence[float] = (-1.0, 0.0, 1.0, 2.0),
+    ash_alphas: Sequence[float] = (1.0,),
     dpi: int = 120,
 ) -> list[Path]:
-    """Baseline shapes (or ``names``), and SAU vs Leaky ReLU / the ASH gate when registered."""
+    """Baseline shapes (or ``names``), and SAU vs Leaky ReLU / the ASH gate when registered.
+
+    The ASH gate is drawn for ``ash_params`` (constructor kwargs) or else for every pair of
+    ``ash_zs`` × ``ash_alphas``."""
     from actlab.registry import ACTIVATIONS
 
     out = Path(out_dir)
@@ -90,7 +95,8 @@ def write_activation_figures(
         fig = plots.plot_sau_family(sau_ns, sau_alpha)
         paths.append(plots.save_figure(fig, out / f"activations_sau.{fmt}", dpi))
     if names is None and "ash" in ACTIVATIONS:
-        fig = plots.plot_ash_gate(ash_params)
+        params = ash_params or plots.ash_gate_params(ash_zs, ash_alphas)
+        fig = plots.plot_ash_gate(params)
         paths.append(plots.save_figure(fig, out / f"activations_ash_gate.{fmt}", dpi))
     return paths
 

@@ -50,6 +50,7 @@ __all__ = [
     "ash_threshold_kw",
     "standardised_batch",
     "baseline_activation_names",
+    "is_pointwise",
     "sau_specs",
     "plot_activations",
     "plot_sau_family",
@@ -181,11 +182,36 @@ def activation_curves(
     return out
 
 
-def baseline_activation_names() -> list[str]:
-    """Every registered activation except SAU, ASH and identity."""
-    from actlab.registry import ACTIVATIONS
+def is_pointwise(module: torch.nn.Module, n: int = 64) -> bool:
+    """Whether ``module`` (eval mode, float64) acts elementwise: the same values on a grid fed
+    alone as inside a larger batch with other values (ASH-like layers that use batch or sample
+    statistics fail this)."""
+    x = torch.linspace(-3.0, 3.0, n, dtype=torch.float64).reshape(1, 1, n)
+    other = torch.cat([x, 5 * x + 2.0], dim=-1)
+    both = torch.cat([other, 0.3 * other - 1.0], dim=0)
+    with torch.no_grad():
+        alone = module(x)
+        mixed = module(both)[:1, :, :n]
+    return bool(torch.allclose(alone, mixed, rtol=1e-10, atol=1e-12))
 
-    return [n for n in ACTIVATIONS.names() if n not in NOT_BASELINES]
+
+def baseline_activation_names() -> list[str]:
+    """Every registered activation except SAU, ASH, identity, and any that is not pointwise or
+    cannot be built without arguments."""
+    from actlab.registry import ACTIVATIONS, get_act
+
+    names = []
+    for name in ACTIVATIONS.names():
+        if name in NOT_BASELINES:
+            continue
+        try:
+            module = get_act(name).to(torch.float64).eval()
+            ok = is_pointwise(module)
+        except Exception:  # noqa: BLE001 - any failure means "not a plain baseline"
+            ok = False
+        if ok:
+            names.append(name)
+    return names
 
 
 def sau_specs(
