@@ -1,6 +1,12 @@
 """actlab: reference PyTorch implementations of SAU, ASH and Deep-Control AGC, plus the experiment
 system (model zoo, datasets, sweeps, statistics) that compares them against standard baselines."""
 
+# Built-in layers, models and datasets register themselves on import.
+from actlab import (  # noqa: F401  (zoo and dataset readers)
+    _builtin,  # noqa: F401  (SAU, smoothed activations, ASH family)
+    data,
+    models,
+)
 from actlab.registry import (
     ACTIVATIONS,
     DATASETS,

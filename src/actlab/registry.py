@@ -143,7 +143,11 @@ def _accepts(fn: Callable[..., Any], name: str) -> bool:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):  # pragma: no cover - builtins without signature
         return False
-    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+    if name in params:
+        return True
+    # A class forwarding ``**kwargs`` (e.g. nn.Tanh, whose __init__ is nn.Module's) does not
+    # really take the argument; a factory function forwarding ``**kwargs`` is trusted to.
+    return not isinstance(fn, type) and any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
 def _act_entry(cls: Callable[..., nn.Module], **defaults: Any) -> Callable[..., nn.Module]:

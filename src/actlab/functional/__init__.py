@@ -1,0 +1,30 @@
+"""Pure functions of the actlab layers (no ``nn.Module`` state).
+
+- :func:`sau` — smooth activation unit, LeakyReLU_α * φ_n (Biswas et al., 2021).
+- :func:`ash` / :func:`ash_topk` — adaptive swish and the exact top-k rule it approximates
+  (Lee et al., NeurIPS 2022).
+- :func:`smooth_piecewise_linear` and friends — σ * κ_n for any activation σ (SAU paper §2.3).
+"""
+
+from actlab.functional.ash import ash, ash_reference, ash_topk, z_from_k
+from actlab.functional.sau import FORMULAS, sau, sau_reference
+from actlab.functional.smoothing import (
+    KERNELS,
+    PiecewiseLinear,
+    piecewise_linear,
+    smooth_piecewise_linear,
+)
+
+__all__ = [
+    "FORMULAS",
+    "KERNELS",
+    "PiecewiseLinear",
+    "ash",
+    "ash_reference",
+    "ash_topk",
+    "piecewise_linear",
+    "sau",
+    "sau_reference",
+    "smooth_piecewise_linear",
+    "z_from_k",
+]

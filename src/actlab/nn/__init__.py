@@ -1,0 +1,10 @@
+"""``nn.Module`` wrappers of the actlab layers (parameters, ``reset_parameters``, ``extra_repr``).
+
+The math lives in :mod:`actlab.functional`; these classes only hold parameters and shape them.
+"""
+
+from actlab.nn.ash import ASH, FASH, LASH, ASHTopK
+from actlab.nn.sau import SAU
+from actlab.nn.smoothing import Smoothed, smooth
+
+__all__ = ["ASH", "ASHTopK", "FASH", "LASH", "SAU", "Smoothed", "smooth"]

@@ -1,0 +1,387 @@
+"""``train_model``: one training loop for classification and segmentation.
+
+Each epoch: shuffle the training split with a seeded ``torch.Generator``, take global batches of
+``cfg.batch_size`` samples (augmented with the same generator), step the optimizer and the
+per-step schedule, then evaluate the val and test splits, record one history entry, write the
+checkpoint (atomically) and call ``on_epoch``. The test split is evaluated every epoch for the
+curves but never used to select anything: the final metrics are those of the last epoch.
+
+Reproducibility: with the same seed on the CPU two runs give bit-identical histories and
+weights, and a run resumed from its checkpoint ends exactly where an uninterrupted run ends
+(the checkpoint holds the model, optimizer, schedule, grad scaler and every RNG state).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from actlab.train.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
+from actlab.train.config import TrainConfig
+from actlab.train.distributed import DistInfo, init_distributed, shard_bounds
+from actlab.train.distributed import all_reduce_sum as _all_reduce_sum
+from actlab.train.evaluate import collect_layer_stats, evaluate, tracking_activity
+from actlab.train.loss import cross_entropy_parts, loss_normaliser
+from actlab.train.metrics import enet_class_weights
+from actlab.train.optim import build_optimizer, build_scheduler
+from actlab.train.progress import EpochProgress, ProgressArg
+from actlab.train.rng import get_rng_state, seed_everything, set_rng_state
+
+__all__ = ["TrainResult", "train_model", "resolve_device", "final_metrics", "RESUME_FREE_KEYS"]
+
+#: settings that may differ between a checkpoint and the run resuming from it
+RESUME_FREE_KEYS = frozenset({"epochs", "device", "eval_batch_size", "log_layer_stats"})
+
+#: on CUDA, training tensors up to this share of the device memory are moved there once
+_DEVICE_DATA_SHARE = 0.25
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train_model` returns.
+
+    ``wall_time`` is the sum of the epochs' ``epoch_time`` (so a resumed run reports the time of
+    all its epochs); ``peak_mem_mb`` is the peak CUDA memory allocated during this call, or the
+    process's peak resident set size on the CPU. ``diverged`` is True when training stopped
+    early because the training loss became non-finite.
+    """
+
+    history: list[dict[str, Any]]
+    metrics: dict[str, float]
+    wall_time: float
+    peak_mem_mb: float
+    epochs_done: int
+    diverged: bool = False
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` -> CUDA if available else CPU; CUDA names are checked for availability."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} was asked for but CUDA is not available")
+    return device
+
+
+def _metric_keys(task: str) -> tuple[str, ...]:
+    if task == "classification":
+        return ("test_acc", "test_loss", "val_acc", "val_loss", "train_loss", "train_acc")
+    return (
+        "test_pixel_error", "test_pixel_acc", "test_miou", "test_loss",
+        "val_pixel_error", "val_pixel_acc", "val_miou", "val_loss",
+        "train_loss", "train_pixel_acc",
+    )
+
+
+def final_metrics(history: list[dict[str, Any]], task: str, num_params: int) -> dict[str, float]:
+    """The last epoch's metrics (no best-epoch picking) plus ``num_params``."""
+    last = history[-1] if history else {}
+    out = {k: float(last.get(k, math.nan)) for k in _metric_keys(task)}
+    out["num_params"] = float(num_params)
+    return out
+
+
+def _peak_mem_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    except (ImportError, OSError):  # pragma: no cover - non-POSIX
+        return math.nan
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _check_targets(name: str, y: Tensor, task: str, num_classes: int) -> None:
+    if y.dtype.is_floating_point or y.dtype == torch.bool:
+        raise TypeError(f"{name} targets must be an integer tensor, got {y.dtype}")
+    if task == "classification" and y.dim() != 1:
+        raise ValueError(f"{name} targets of a classification task must be (N,), got {y.shape}")
+    if task == "segmentation" and y.dim() < 2:
+        raise ValueError(f"{name} targets of a segmentation task must be (N, *spatial)")
+    if y.numel() and int(y.max()) >= num_classes:
+        raise ValueError(
+            f"{name} targets hold class {int(y.max())} but num_classes={num_classes} "
+            "(labels must be in [0, num_classes); negative labels are ignored)"
+        )
+
+
+def _build_augment(spec: str | None, task: str) -> Callable[..., Any] | None:
+    if spec is None:
+        return None
+    try:
+        from actlab.data.augment import build_augment
+    except ImportError as e:  # pragma: no cover - data package absent
+        raise ImportError(f"augment={spec!r} needs actlab.data.augment ({e})") from e
+    return build_augment(spec, task)
+
+
+def _check_resume(saved: Mapping[str, Any], cfg: TrainConfig, path: str) -> None:
+    now = cfg.to_dict()
+    diff = sorted(k for k in now if k not in RESUME_FREE_KEYS and saved.get(k) != now[k])
+    if diff:
+        pairs = ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in diff)
+        raise ValueError(
+            f"checkpoint {path} was written with different training settings ({pairs}); "
+            "delete it or use the original settings to resume"
+        )
+
+
+@contextlib.contextmanager
+def _determinism(enabled: bool, device: torch.device):
+    """Deterministic kernels when asked; cuDNN autotuning otherwise (CUDA). Restored on exit."""
+    old = (torch.are_deterministic_algorithms_enabled(),
+           torch.is_deterministic_algorithms_warn_only_enabled(),
+           torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(old[0], warn_only=old[1])
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = old[2], old[3]
+
+
+def train_model(
+    model: nn.Module,
+    splits: Any,
+    cfg: TrainConfig | Mapping[str, Any],
+    *,
+    checkpoint_path: str | os.PathLike[str] | None = None,
+    on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
+    progress: ProgressArg = True,
+    distributed: bool = False,
+) -> TrainResult:
+    """Train ``model`` on ``splits`` (an ``actlab.data.DatasetSplits``) as ``cfg`` says.
+
+    Args:
+        model: the network; called as ``model(x)`` -> logits ``(N, C)`` or ``(N, C, *spatial)``.
+        splits: object with ``train`` / ``val`` / ``test`` ``TensorDataset``s of
+            ``(inputs, targets)``, ``num_classes`` and ``task``.
+        cfg: a :class:`TrainConfig` or a mapping for :meth:`TrainConfig.from_dict`.
+        checkpoint_path: written after every epoch; if it exists, training resumes from it.
+        on_epoch: ``on_epoch(epoch, record)`` after each epoch's checkpoint is written.
+        progress: True for a tqdm bar over epochs, False for none, or a callable
+            ``progress(epoch, epochs, record)`` called after each epoch.
+        distributed: data-parallel over the processes started by torchrun (see
+            :mod:`actlab.train.distributed`); only rank 0 checkpoints, reports and logs.
+
+    Returns:
+        a :class:`TrainResult`; history records are described in the package docstring.
+    """
+    if not isinstance(cfg, TrainConfig):
+        cfg = TrainConfig.from_dict(cfg)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    task, num_classes = splits.task, int(splits.num_classes)
+    if task not in ("classification", "segmentation"):
+        raise ValueError(f"splits.task must be 'classification' or 'segmentation', got {task!r}")
+
+    device = resolve_device(cfg.device)
+    world = init_distributed(device.type) if distributed else DistInfo()
+    if world.active and device.type == "cuda":
+        device = torch.device("cuda", world.local_rank)
+    if cfg.batch_size < world.world_size:
+        raise ValueError(
+            f"batch_size={cfg.batch_size} is smaller than the number of processes "
+            f"({world.world_size}); every process needs at least one sample per step"
+        )
+    for name in ("train", "val", "test"):
+        _check_targets(name, getattr(splits, name).tensors[1], task, num_classes)
+
+    with _determinism(cfg.deterministic, device):
+        return _train(model, splits, cfg, task, num_classes, device, world,
+                      None if checkpoint_path is None else os.fspath(checkpoint_path),
+                      on_epoch, progress)
+
+
+def _train(
+    model: nn.Module,
+    splits: Any,
+    cfg: TrainConfig,
+    task: str,
+    num_classes: int,
+    device: torch.device,
+    world: DistInfo,
+    checkpoint_path: str | None,
+    on_epoch: Callable[[int, dict[str, Any]], None] | None,
+    progress: ProgressArg,
+) -> TrainResult:
+    seed_everything(cfg.seed)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    # ---- data: the training split lives on the device when it fits comfortably -------------
+    x_train, y_train = splits.train.tensors
+    n_train, bs = len(x_train), cfg.batch_size
+    if device.type == "cuda":
+        budget = _DEVICE_DATA_SHARE * torch.cuda.get_device_properties(device).total_memory
+        if x_train.nbytes + y_train.nbytes <= budget:
+            x_train, y_train = x_train.to(device), y_train.to(device)
+    steps = n_train // bs if cfg.drop_last else math.ceil(n_train / bs)
+    if steps < 1:
+        raise ValueError(
+            f"the training split has {n_train} samples, fewer than batch_size={bs} with "
+            "drop_last=True: no complete batch (lower batch_size or set drop_last=False)"
+        )
+    augment = _build_augment(cfg.augment, task)
+    weight = None
+    if cfg.class_weights == "enet":
+        weight = enet_class_weights(splits.train.tensors[1], num_classes).to(device)
+
+    # ---- model, optimizer, schedule, AMP ---------------------------------------------------
+    model.to(device)
+    num_params = sum(p.numel() for p in model.parameters())
+    optimizer = build_optimizer(model, cfg)
+    scheduler = build_scheduler(optimizer, cfg, steps)
+    amp_dtype = torch.float16 if cfg.amp_dtype == "float16" else torch.bfloat16
+    use_amp = cfg.amp and (device.type == "cuda" or amp_dtype == torch.bfloat16)
+    autocast = functools.partial(torch.autocast, device.type, dtype=amp_dtype, enabled=use_amp)
+    scaler = torch.amp.GradScaler(
+        "cuda", enabled=use_amp and device.type == "cuda" and amp_dtype == torch.float16
+    )
+
+    # ---- resume ------------------------------------------------------------------------------
+    history: list[dict[str, Any]] = []
+    if checkpoint_path is not None and os.path.exists(checkpoint_path):
+        state = load_checkpoint(checkpoint_path)
+        _check_resume(state["config"], cfg, checkpoint_path)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"], generator)
+        history = list(state["history"])
+    diverged = bool(history) and not math.isfinite(history[-1]["train_loss"])
+
+    net: nn.Module = model
+    if world.active:
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+
+    bar = EpochProgress(progress if world.is_main else False, cfg.epochs, len(history))
+    try:
+        for epoch in range(len(history) + 1, cfg.epochs + 1):
+            if diverged:
+                break
+            _sync(device)
+            t0 = time.perf_counter()
+            lr = optimizer.param_groups[0]["lr"]
+
+            # ---- one pass over the training split --------------------------------------
+            net.train()
+            perm = torch.randperm(n_train, generator=generator).to(x_train.device)
+            sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, norm, hit, n
+            for step in range(steps):
+                idx = perm[step * bs:(step + 1) * bs]
+                x = x_train[idx].to(device, non_blocking=True)
+                y = y_train[idx].to(device, non_blocking=True)
+                if augment is not None:
+                    x, y = augment(x, y, generator=generator)
+                # normalise by the GLOBAL batch so that DDP's gradient mean is exact
+                norm = loss_normaliser(y, num_classes, weight)
+                lo, hi = shard_bounds(len(idx), world.rank, world.world_size)
+                x, y = x[lo:hi], y[lo:hi]
+                with autocast():
+                    out = net(x)
+                loss_sum, local_norm = cross_entropy_parts(out, y, weight, cfg.label_smoothing)
+                loss = loss_sum * world.world_size / norm
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if cfg.grad_clip is not None:
+                    scaler.unscale_(optimizer)
+                    nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                with torch.no_grad():
+                    valid = (y >= 0) & (y < num_classes)
+                    hits = ((out.argmax(1) == y) & valid).sum()
+                    sums += torch.stack([loss_sum.detach().double(), local_norm.double(),
+                                         hits.double(), valid.sum().double()])
+            _all_reduce_sum(sums)
+            loss_total, norm_total, hit_total, n_total = sums.tolist()
+            train_loss = loss_total / norm_total if norm_total > 0 else math.nan
+
+            # ---- evaluation --------------------------------------------------------------
+            ev = functools.partial(
+                evaluate, model, task=task, num_classes=num_classes,
+                batch_size=cfg.eval_batch_size, device=device, class_weight=weight,
+                autocast=autocast, rank=world.rank, world_size=world.world_size,
+            )
+            with tracking_activity(model, cfg.log_layer_stats):
+                val = ev(*splits.val.tensors)
+                layer_stats = collect_layer_stats(model) if cfg.log_layer_stats else {}
+            test = ev(*splits.test.tensors)
+            _sync(device)
+
+            acc_key = "acc" if task == "classification" else "pixel_acc"
+            record: dict[str, Any] = {"epoch": epoch, "lr": lr, "train_loss": train_loss,
+                                      f"train_{acc_key}": hit_total / max(n_total, 1.0)}
+            record.update({f"val_{k}": v for k, v in val.items()})
+            record.update({f"test_{k}": v for k, v in test.items()})
+            record["epoch_time"] = time.perf_counter() - t0
+            record["layer_stats"] = layer_stats
+            history.append(record)
+            diverged = not math.isfinite(train_loss)
+
+            if world.is_main:
+                if checkpoint_path is not None:
+                    save_checkpoint(checkpoint_path, {
+                        "format": CHECKPOINT_FORMAT,
+                        "epoch": epoch,
+                        "config": cfg.to_dict(),
+                        "history": history,
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": _scheduler_state(scheduler),
+                        "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+                        "rng": get_rng_state(generator),
+                    })
+                if on_epoch is not None:
+                    on_epoch(epoch, record)
+                bar.update(epoch, record)
+    finally:
+        bar.close()
+
+    return TrainResult(
+        history=history,
+        metrics=final_metrics(history, task, num_params),
+        wall_time=float(sum(r["epoch_time"] for r in history)),
+        peak_mem_mb=_peak_mem_mb(device),
+        epochs_done=len(history),
+        diverged=diverged,
+        config=cfg.to_dict(),
+    )
+
+
+def _scheduler_state(scheduler: torch.optim.lr_scheduler.LRScheduler) -> dict[str, Any]:
+    """The schedule's state without its lambdas (they are rebuilt from the config)."""
+    state = scheduler.state_dict()
+    if "lr_lambdas" in state:
+        state["lr_lambdas"] = [None] * len(state["lr_lambdas"])
+    return state
