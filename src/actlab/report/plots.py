@@ -65,8 +65,10 @@ __all__ = [
     "require_matplotlib",
 ]
 
-#: activations that are not fixed pointwise baselines (excluded from the baseline figure)
-NOT_BASELINES = frozenset({"sau", "ash", "identity"})
+#: activations that are not baselines (excluded from the baseline figure): the paper layers,
+#: their variants and identity; names starting with :data:`NOT_BASELINE_PREFIXES` too
+NOT_BASELINES = frozenset({"sau", "ash", "fash", "lash", "ash_topk", "identity"})
+NOT_BASELINE_PREFIXES = ("sau_", "smooth_", "ash_")
 
 
 def require_matplotlib() -> type[Figure]:
@@ -196,13 +198,14 @@ def is_pointwise(module: torch.nn.Module, n: int = 64) -> bool:
 
 
 def baseline_activation_names() -> list[str]:
-    """Every registered activation except SAU, ASH, identity, and any that is not pointwise or
-    cannot be built without arguments."""
+    """Every registered activation except the paper layers and their variants (SAU, smoothed
+    activations, the ASH family; see :data:`NOT_BASELINES`), identity, and any that is not
+    pointwise or cannot be built without arguments."""
     from actlab.registry import ACTIVATIONS, get_act
 
     names = []
     for name in ACTIVATIONS.names():
-        if name in NOT_BASELINES:
+        if name in NOT_BASELINES or name.startswith(NOT_BASELINE_PREFIXES):
             continue
         try:
             module = get_act(name).to(torch.float64).eval()
@@ -368,7 +371,12 @@ def plot_activations(
         ax.grid(alpha=0.3)
         ax.axhline(0, color="k", linewidth=0.5)
         ax.axvline(0, color="k", linewidth=0.5)
-    axs[0, 0].legend(fontsize="small")
+    if len(curves) > 6:  # a long legend goes below the panels
+        handles, labels = axs[0, 0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside lower center", ncol=min(6, len(curves)),
+                   fontsize="small", frameon=False)
+    else:
+        axs[0, 0].legend(fontsize="small")
     if title:
         fig.suptitle(title)
     return fig
