@@ -319,6 +319,9 @@ def _band(ax: Axes, curve: Curve, color: Any, label: str | None, linestyle: str 
           scale: float = 1.0) -> None:
     if not len(curve):
         return
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs
     m, s = curve.mean * scale, curve.std * scale
     ax.plot(curve.epochs, m, color=color, linestyle=linestyle, label=label, linewidth=1.5)
     if np.any(s > 0):
