@@ -14,8 +14,8 @@ Cohen's d), ``tables`` (summary and win/tie/loss tables), ``curves`` (per-epoch 
 from actlab.report.cli import add_plot_arguments, add_report_arguments, run_plot, run_report
 from actlab.report.curves import Curve, epochs_to_reach, history_curve, layer_stat_curves
 from actlab.report.load import RunRecord, StoreError, load_runs
-from actlab.report.plots import activation_curves, ash_gate_curves
-from actlab.report.results_page import write_results_page
+from actlab.report.plots import activation_curves, ash_gate_curves, ash_gate_params
+from actlab.report.results_page import Claim, write_results_page
 from actlab.report.stats import (
     Summary,
     TestResult,
@@ -29,6 +29,7 @@ from actlab.report.stats import (
 from actlab.report.tables import ResultTable, WinTieLoss, summarize_runs, win_tie_loss
 
 __all__ = [
+    "Claim",
     "Curve",
     "ResultTable",
     "RunRecord",
@@ -40,6 +41,7 @@ __all__ = [
     "add_plot_arguments",
     "add_report_arguments",
     "ash_gate_curves",
+    "ash_gate_params",
     "cohens_d",
     "compare",
     "confidence_interval",
