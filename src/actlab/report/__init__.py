@@ -1,7 +1,7 @@
 """Statistics, tables, figures and the results page, computed from the results store.
 
     >>> from actlab.report import load_runs, summarize_runs, win_tie_loss
-    >>> runs = load_runs("results/actlab.sqlite", study="activations")
+    >>> runs = load_runs("actlab-results/results.sqlite", study="activations")
     >>> print(summarize_runs(runs).format("md"))
     >>> print(win_tie_loss(runs, "sau", ["relu", "gelu"], alpha=0.05))
 

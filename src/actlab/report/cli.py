@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,8 +39,8 @@ __all__ = [
     "build_report",
 ]
 
-#: the results store the sweep writes by default
-DEFAULT_DB = "results/actlab.sqlite"
+#: the results store ``actlab run`` writes by default (``$ACTLAB_DB`` overrides it)
+DEFAULT_DB = os.environ.get("ACTLAB_DB", "actlab-results/results.sqlite")
 
 
 def _level(text: str) -> float:
