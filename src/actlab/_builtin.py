@@ -11,6 +11,8 @@ Names:
   closed form) and ``gelu``, ``silu``, ``elu``, ``softplus``, ``mish``, ``tanh`` (quadrature):
   :class:`actlab.nn.Smoothed` with ``n=`` (default 20000), ``kernel="gaussian"|"bump"``.
 - ``ash`` (learnable z, α), ``fash`` (fixed), ``lash`` (leaky), ``ash_topk`` (exact top-k rule).
+- norms ``agc`` (Deep Control's gain control, :class:`actlab.nn.AGC`) and ``agc_act`` (AGC fused
+  with a (leaky) ReLU, :class:`actlab.nn.AGCAct`), built as ``f(num_channels, dim=2, **kw)``.
 """
 
 from __future__ import annotations
@@ -20,10 +22,18 @@ from typing import Any
 
 from torch import nn
 
+from actlab.nn.agc import AGC, AGCAct
 from actlab.nn.ash import ASH, FASH, LASH, ASHTopK
 from actlab.nn.sau import SAU
 from actlab.nn.smoothing import Smoothed
-from actlab.registry import ACTIVATIONS, register_act, register_activation_type
+from actlab.registry import (
+    ACTIVATIONS,
+    NORMS,
+    register_act,
+    register_activation_type,
+    register_norm,
+    register_norm_type,
+)
 
 __all__ = ["SMOOTHED_NAMES"]
 
@@ -47,6 +57,15 @@ def _smoothed(name: str, **kwargs: Any) -> nn.Module:
     return Smoothed(name, **kwargs)
 
 
+def _agc(num_channels: int, dim: int = 2, **kwargs: Any) -> nn.Module:
+    """AGC over ``dim`` spatial dims; ``dim=0`` (an ``(N, C)`` input) is rejected by AGC itself."""
+    return AGC(num_channels, dim=dim, **kwargs)
+
+
+def _agc_act(num_channels: int, dim: int = 2, **kwargs: Any) -> nn.Module:
+    return AGCAct(num_channels, dim=dim, **kwargs)
+
+
 for _cls in (SAU, Smoothed, ASH, ASHTopK):
     register_activation_type(_cls)
 
@@ -60,3 +79,8 @@ if "sau" not in ACTIVATIONS:  # idempotent under importlib.reload
     register_act("fash", FASH, aliases=("f_ash",))
     register_act("lash", LASH, aliases=("l_ash",))
     register_act("ash_topk", ASHTopK, aliases=("topk",))
+if "agc" not in NORMS:
+    for _cls in (AGC, AGCAct):
+        register_norm_type(_cls)
+    register_norm("agc", _agc, aliases=("gain_control",))
+    register_norm("agc_act", _agc_act)

@@ -3,9 +3,12 @@
 - :func:`sau` — smooth activation unit, LeakyReLU_α * φ_n (Biswas et al., 2021).
 - :func:`ash` / :func:`ash_topk` — adaptive swish and the exact top-k rule it approximates
   (Lee et al., NeurIPS 2022).
+- :func:`agc` / :func:`agc_act` — Deep Control's automatic gain control (Ruff, 2017), alone and
+  fused with a (leaky) ReLU; :func:`scaled_lr` is its learning-rate rule lr = base_lr × batch.
 - :func:`smooth_piecewise_linear` and friends — σ * κ_n for any activation σ (SAU paper §2.3).
 """
 
+from actlab.functional.agc import agc, agc_act, agc_act_reference, agc_reference, scaled_lr
 from actlab.functional.ash import ash, ash_reference, ash_topk, z_from_k
 from actlab.functional.sau import FORMULAS, sau, sau_reference
 from actlab.functional.smoothing import (
@@ -19,12 +22,17 @@ __all__ = [
     "FORMULAS",
     "KERNELS",
     "PiecewiseLinear",
+    "agc",
+    "agc_act",
+    "agc_act_reference",
+    "agc_reference",
     "ash",
     "ash_reference",
     "ash_topk",
     "piecewise_linear",
     "sau",
     "sau_reference",
+    "scaled_lr",
     "smooth_piecewise_linear",
     "z_from_k",
 ]

@@ -138,8 +138,14 @@ def local_mean(h: torch.Tensor, window: int) -> torch.Tensor:
 
 
 def spatial_median(h: torch.Tensor) -> torch.Tensor:
-    """Per-sample per-channel (lower) median over the spatial dims, shape (N, C, 1, ...)."""
-    med = h.flatten(2).median(dim=-1).values
+    """Per-sample per-channel (lower) median over the spatial dims, shape (N, C, 1, ...).
+
+    Computed as the ``ceil(L/2)``-th smallest value with ``topk`` (same value and gradient as
+    ``torch.median``) because ONNX has a TopK operator and no median.
+    """
+    flat = h.flatten(2)
+    rank = (flat.shape[-1] + 1) // 2
+    med = flat.topk(rank, dim=-1, largest=False, sorted=True).values[..., -1]
     return med.view(*h.shape[:2], *([1] * (h.dim() - 2)))
 
 

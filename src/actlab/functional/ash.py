@@ -288,8 +288,9 @@ def ash_topk(
     with torch.no_grad():
         moved = x.detach().movedim(d, dest)
         flat = moved.reshape(*moved.shape[: x.dim() - len(d)], -1)
-        n = flat.shape[-1]
+        n = int(flat.shape[-1])  # a Python int also under torch.jit.trace
         m = max(1, round(k * n))
-        threshold = flat.kthvalue(n - m + 1, dim=-1, keepdim=True).values
+        # the m-th largest value; topk (not kthvalue) because ONNX has a TopK operator
+        threshold = flat.topk(m, dim=-1, largest=True, sorted=True).values[..., -1:]
         mask = (flat >= threshold).reshape(moved.shape).movedim(dest, d)
     return x * mask

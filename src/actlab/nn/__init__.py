@@ -3,8 +3,9 @@
 The math lives in :mod:`actlab.functional`; these classes only hold parameters and shape them.
 """
 
+from actlab.nn.agc import AGC, AGCAct
 from actlab.nn.ash import ASH, FASH, LASH, ASHTopK
 from actlab.nn.sau import SAU
 from actlab.nn.smoothing import Smoothed, smooth
 
-__all__ = ["ASH", "ASHTopK", "FASH", "LASH", "SAU", "Smoothed", "smooth"]
+__all__ = ["AGC", "AGCAct", "ASH", "ASHTopK", "FASH", "LASH", "SAU", "Smoothed", "smooth"]

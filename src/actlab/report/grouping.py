@@ -1,0 +1,145 @@
+"""Group runs into cells: (dataset, model, layer, other varying config axes) over seeds.
+
+* The *layer* of a run is its activation name, or ``act+norm`` when the runs use more than one
+  norm.
+* *Axes* are the flattened config keys (``train.batch_size``, ``lr``, ...) that take more than one
+  value inside some (study, dataset, model, act, norm) group, i.e. the settings a study sweeps
+  besides the layer. Seeds and bookkeeping keys (device, paths, progress) are never axes. When the
+  runs come from several studies, ``study`` is the first axis.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Hashable, Iterable, Sequence
+from typing import Any
+
+from actlab.report.load import RunRecord
+
+__all__ = [
+    "IGNORED_AXIS_NAMES",
+    "layer_label",
+    "uses_several_norms",
+    "varying_axes",
+    "axis_value",
+    "axis_labels",
+    "format_axis_value",
+    "sort_key",
+    "higher_is_better",
+    "default_metric",
+    "DEFAULT_METRICS",
+]
+
+#: leaf names of config keys that are never treated as sweep axes
+IGNORED_AXIS_NAMES = frozenset(
+    {
+        "device", "progress", "out_dir", "data_dir", "checkpoint", "checkpoint_path", "run_dir",
+        "log_dir", "cache_dir", "num_workers", "eval_batch_size", "log_layer_stats",
+        "run_name", "run_id", "cell_key", "tag",
+    }
+)
+
+#: final metrics tried, in order, when no metric is given
+DEFAULT_METRICS = ("test_acc", "test_miou", "test_pixel_acc", "test_pixel_error", "test_loss")
+
+_HIGHER = ("acc", "miou", "iou", "f1", "auc", "precision", "recall")
+_LOWER = ("error", "loss", "time", "mem", "nll", "perplexity", "num_params")
+
+_MISSING = "<missing>"
+
+
+def higher_is_better(metric: str) -> bool:
+    """True for accuracy-like metrics (acc, miou, ...), False for error/loss/time/memory.
+
+    Raises ``ValueError`` for a name that matches neither, so that the caller states it.
+    """
+    name = metric.lower()
+    if any(k in name for k in _LOWER):
+        return False
+    if any(k in name for k in _HIGHER):
+        return True
+    raise ValueError(
+        f"cannot tell whether higher {metric!r} is better; pass higher_is_better explicitly"
+    )
+
+
+def default_metric(runs: Sequence[RunRecord]) -> str:
+    """The first of :data:`DEFAULT_METRICS` that every run has."""
+    if not runs:
+        raise ValueError("no finished runs to report on")
+    for m in DEFAULT_METRICS:
+        if all(m in r.metrics for r in runs):
+            return m
+    common = set.intersection(*(set(r.metrics) for r in runs))
+    raise ValueError(
+        f"none of {', '.join(DEFAULT_METRICS)} is in every run; pass a metric "
+        f"(common metrics: {', '.join(sorted(common)) or 'none'})"
+    )
+
+
+def uses_several_norms(runs: Iterable[RunRecord]) -> bool:
+    return len({r.norm for r in runs}) > 1
+
+
+def layer_label(run: RunRecord, with_norm: bool) -> str:
+    return f"{run.act}+{run.norm}" if with_norm else run.act
+
+
+def _canon(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _ignored(key: str) -> bool:
+    leaf = key.rsplit(".", 1)[-1].lower()
+    return "seed" in leaf or leaf in IGNORED_AXIS_NAMES
+
+
+def varying_axes(runs: Sequence[RunRecord]) -> list[str]:
+    """Config keys (dotted) that vary within some (study, dataset, model, act, norm) group."""
+    flats = [r.flat_config() for r in runs]
+    keys: list[str] = []
+    for flat in flats:
+        keys.extend(k for k in flat if k not in keys)
+    groups: dict[tuple[str, ...], list[int]] = {}
+    for i, r in enumerate(runs):
+        groups.setdefault((r.study, r.dataset, r.model, r.act, r.norm), []).append(i)
+    axes = []
+    for key in keys:
+        if _ignored(key):
+            continue
+        for members in groups.values():
+            if len({_canon(flats[i].get(key, _MISSING)) for i in members}) > 1:
+                axes.append(key)
+                break
+    if len({r.study for r in runs}) > 1:
+        axes.insert(0, "study")
+    return axes
+
+
+def axis_value(run: RunRecord, key: str, flat: dict[str, Any] | None = None) -> Any:
+    """The value of axis ``key`` for ``run`` (hashable: lists/dicts become JSON strings)."""
+    if key == "study":
+        return run.study
+    flat = run.flat_config() if flat is None else flat
+    value = flat.get(key, _MISSING)
+    return value if isinstance(value, Hashable) else _canon(value)
+
+
+def axis_labels(axes: Sequence[str]) -> list[str]:
+    """Short column names: the last dotted component unless that is ambiguous."""
+    leaves = [a.rsplit(".", 1)[-1] for a in axes]
+    return [leaf if leaves.count(leaf) == 1 else a for a, leaf in zip(axes, leaves, strict=True)]
+
+
+def format_axis_value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def sort_key(value: Any) -> tuple[int, float, str]:
+    """Numbers first in numeric order, then everything else as text."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return (1, 0.0, str(value))
+    return (0, float(value) if not math.isnan(value) else math.inf, "")

@@ -1,0 +1,244 @@
+"""Summary statistics and significance tests for results over random seeds.
+
+* mean, sample standard deviation (``ddof = 1``) and the Student-t confidence interval
+  ``mean ± t_{1-(1-c)/2, n-1} · s / sqrt(n)``;
+* Welch's unequal-variance t-test (Welch 1947): ``t = (m_a - m_b) / sqrt(s_a²/n_a + s_b²/n_b)``
+  with Welch–Satterthwaite degrees of freedom
+  ``ν = (s_a²/n_a + s_b²/n_b)² / ((s_a²/n_a)²/(n_a-1) + (s_b²/n_b)²/(n_b-1))``;
+* the paired t-test over shared seeds: ``t = mean(d) / (sd(d) / sqrt(n))``, ``d = a - b``,
+  ``ν = n - 1``;
+* Cohen's d (Cohen 1988): ``(m_a - m_b) / s_pooled`` with
+  ``s_pooled² = ((n_a-1)s_a² + (n_b-1)s_b²) / (n_a+n_b-2)``; for paired samples ``d_z = mean(d) /
+  sd(d)``.
+
+All p-values are two-sided. Degenerate cases are decided rather than returned as NaN: when both
+samples have zero spread (e.g. deterministic runs) the test reports ``p = 1`` for equal means and
+``p = 0`` (``t = ±inf``) for different means.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from scipy import stats as _st
+
+__all__ = [
+    "Summary",
+    "TestResult",
+    "Comparison",
+    "mean",
+    "std",
+    "confidence_interval",
+    "summarize",
+    "welch_t_test",
+    "paired_t_test",
+    "cohens_d",
+    "compare",
+]
+
+TestName = Literal["auto", "welch", "paired"]
+
+
+def _as_array(values: Iterable[float], what: str = "values", min_n: int = 1) -> np.ndarray:
+    arr = np.asarray(list(values), dtype=np.float64)
+    if arr.ndim != 1:
+        raise ValueError(f"{what} must be a flat sequence of numbers, got shape {arr.shape}")
+    if arr.size < min_n:
+        raise ValueError(f"{what} needs at least {min_n} value(s), got {arr.size}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{what} contains non-finite numbers: {arr.tolist()}")
+    return arr
+
+
+def _check_level(confidence: float, name: str = "confidence") -> float:
+    if not (isinstance(confidence, (int, float)) and 0.0 < confidence < 1.0):
+        raise ValueError(f"{name} must be a number in (0, 1), got {confidence!r}")
+    return float(confidence)
+
+
+def mean(values: Iterable[float]) -> float:
+    """Arithmetic mean."""
+    return float(_as_array(values).mean())
+
+
+def std(values: Iterable[float]) -> float:
+    """Sample standard deviation (``ddof = 1``); NaN for a single value."""
+    arr = _as_array(values)
+    return float(arr.std(ddof=1)) if arr.size > 1 else math.nan
+
+
+def confidence_interval(values: Iterable[float], confidence: float = 0.95) -> tuple[float, float]:
+    """Student-t interval ``mean ± t_{(1+c)/2, n-1} · s/√n``; (NaN, NaN) for a single value."""
+    _check_level(confidence)
+    arr = _as_array(values)
+    m = float(arr.mean())
+    if arr.size < 2:
+        return (math.nan, math.nan)
+    tq = float(_st.t.ppf(0.5 + confidence / 2.0, arr.size - 1))
+    half = tq * float(arr.std(ddof=1)) / math.sqrt(arr.size)
+    return (m - half, m + half)
+
+
+@dataclass(frozen=True)
+class Summary:
+    """n, mean, sample std and the Student-t confidence interval of a sample."""
+
+    n: int
+    mean: float
+    std: float
+    ci_low: float
+    ci_high: float
+    confidence: float = 0.95
+
+    @property
+    def ci_half_width(self) -> float:
+        return (self.ci_high - self.ci_low) / 2.0
+
+
+def summarize(values: Iterable[float], confidence: float = 0.95) -> Summary:
+    """:class:`Summary` of ``values`` (std and interval are NaN when n = 1)."""
+    arr = _as_array(values)
+    lo, hi = confidence_interval(arr, confidence)
+    return Summary(int(arr.size), float(arr.mean()), std(arr), lo, hi, confidence)
+
+
+@dataclass(frozen=True)
+class TestResult:
+    """Outcome of a two-sided t-test; ``test`` is ``"welch"`` or ``"paired"``."""
+
+    __test__ = False  # not a pytest test class
+
+    test: str
+    statistic: float
+    df: float
+    pvalue: float
+    mean_difference: float
+    n_a: int
+    n_b: int
+
+
+def _t_pvalue(t: float, df: float, diff: float) -> tuple[float, float]:
+    """(t, p) with the zero-spread cases decided: equal means -> p = 1, else p = 0."""
+    if math.isnan(t):  # 0/0: zero spread and zero difference
+        return 0.0, 1.0
+    if math.isinf(t):
+        return math.copysign(math.inf, diff), 0.0
+    return t, float(2.0 * _st.t.sf(abs(t), df))
+
+
+def welch_t_test(a: Iterable[float], b: Iterable[float]) -> TestResult:
+    """Welch's two-sided t-test of mean(a) = mean(b) without assuming equal variances.
+
+    Needs at least 2 values per sample. See the module docstring for the formulas.
+    """
+    x = _as_array(a, "a", min_n=2)
+    y = _as_array(b, "b", min_n=2)
+    va, vb = x.var(ddof=1) / x.size, y.var(ddof=1) / y.size
+    diff = float(x.mean() - y.mean())
+    se2 = va + vb
+    if se2 == 0.0:
+        t = math.nan if diff == 0.0 else math.copysign(math.inf, diff)
+        df = float(x.size + y.size - 2)
+    else:
+        t = diff / math.sqrt(se2)
+        df = se2**2 / (va**2 / (x.size - 1) + vb**2 / (y.size - 1))
+    t, p = _t_pvalue(t, df, diff)
+    return TestResult("welch", t, float(df), p, diff, int(x.size), int(y.size))
+
+
+def paired_t_test(a: Iterable[float], b: Iterable[float]) -> TestResult:
+    """Paired two-sided t-test on the differences ``a[i] - b[i]`` (same seeds, same order)."""
+    x = _as_array(a, "a", min_n=2)
+    y = _as_array(b, "b", min_n=2)
+    if x.size != y.size:
+        raise ValueError(f"paired test needs equally many values, got {x.size} and {y.size}")
+    d = x - y
+    diff = float(d.mean())
+    sd = float(d.std(ddof=1))
+    if sd == 0.0:
+        t = math.nan if diff == 0.0 else math.copysign(math.inf, diff)
+    else:
+        t = diff / (sd / math.sqrt(d.size))
+    t, p = _t_pvalue(t, float(d.size - 1), diff)
+    return TestResult("paired", t, float(d.size - 1), p, diff, int(x.size), int(y.size))
+
+
+def cohens_d(a: Iterable[float], b: Iterable[float], paired: bool = False) -> float:
+    """Effect size of mean(a) - mean(b) in standard deviations.
+
+    Independent samples: pooled-SD Cohen's d. ``paired=True``: ``d_z = mean(d)/sd(d)``.
+    Zero spread gives 0 for equal means and ±inf otherwise.
+    """
+    x = _as_array(a, "a", min_n=2)
+    y = _as_array(b, "b", min_n=2)
+    if paired:
+        if x.size != y.size:
+            raise ValueError(f"paired d needs equally many values, got {x.size} and {y.size}")
+        d = x - y
+        num, den = float(d.mean()), float(d.std(ddof=1))
+    else:
+        num = float(x.mean() - y.mean())
+        pooled = ((x.size - 1) * x.var(ddof=1) + (y.size - 1) * y.var(ddof=1)) / (
+            x.size + y.size - 2
+        )
+        den = math.sqrt(pooled)
+    if den == 0.0:
+        return 0.0 if num == 0.0 else math.copysign(math.inf, num)
+    return num / den
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Candidate vs baseline in one cell: ``outcome`` is ``"win"``, ``"tie"`` or ``"loss"``."""
+
+    outcome: str
+    result: TestResult
+    effect_size: float
+    alpha: float
+    higher_is_better: bool
+
+
+def compare(
+    a: Mapping[Hashable, float],
+    b: Mapping[Hashable, float],
+    *,
+    higher_is_better: bool = True,
+    alpha: float = 0.05,
+    test: TestName = "auto",
+) -> Comparison:
+    """Decide whether sample ``a`` is significantly better than, not different from, or worse
+    than ``b``.
+
+    ``a`` and ``b`` map seed -> final metric. ``test="auto"`` uses the paired t-test when both
+    have the same set of seeds (at least two) and Welch's test otherwise; ``"paired"`` pairs the
+    shared seeds (at least two required); ``"welch"`` ignores seeds. The outcome is ``"tie"``
+    unless ``p < alpha``, then ``"win"``/``"loss"`` by the sign of the difference and
+    ``higher_is_better``.
+    """
+    _check_level(alpha, "alpha")
+    if test not in ("auto", "welch", "paired"):
+        raise ValueError(f"test must be 'auto', 'welch' or 'paired', got {test!r}")
+    shared = sorted(set(a) & set(b))
+    use_paired = test == "paired" or (
+        test == "auto" and set(a) == set(b) and len(shared) >= 2
+    )
+    if use_paired:
+        if len(shared) < 2:
+            raise ValueError(f"paired test needs at least 2 shared seeds, got {shared}")
+        xs = [a[s] for s in shared]
+        ys = [b[s] for s in shared]
+        res = paired_t_test(xs, ys)
+        d = cohens_d(xs, ys, paired=True)
+    else:
+        res = welch_t_test(list(a.values()), list(b.values()))
+        d = cohens_d(list(a.values()), list(b.values()))
+    if res.pvalue < alpha and res.mean_difference != 0.0:
+        better = (res.mean_difference > 0) == higher_is_better
+        outcome = "win" if better else "loss"
+    else:
+        outcome = "tie"
+    return Comparison(outcome, res, d, float(alpha), higher_is_better)
