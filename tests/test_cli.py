@@ -159,9 +159,11 @@ def test_help_and_delegated_commands(capsys):
     assert info.value.code == 0
     assert "ops" in capsys.readouterr().out
     if _has_report_cli():
-        with pytest.raises(SystemExit) as info:
-            main(["report", "--help"])
-        assert info.value.code == 0
+        for command in ("report", "plot"):
+            with pytest.raises(SystemExit) as info:
+                main([command, "--help"])
+            assert info.value.code == 0
+            assert f"usage: actlab {command}" in capsys.readouterr().out
     else:
         assert main(["report"]) == 2
         assert "actlab report: not available" in capsys.readouterr().err
@@ -172,4 +174,4 @@ def _has_report_cli() -> bool:
         import actlab.report.cli as cli
     except ModuleNotFoundError:
         return False
-    return hasattr(cli, "add_arguments")
+    return hasattr(cli, "add_report_arguments") or hasattr(cli, "add_arguments")

@@ -86,3 +86,19 @@ def test_cli_runs_a_real_study_and_prints_the_table(tmp_path, capsys):
     assert "0 cells run now, 4 already done" in capsys.readouterr().out
     rows = _rows(db)
     assert len(rows) == 4 and all(r.status == "done" for r in rows.values())
+
+
+@pytest.mark.slow
+def test_default_study_quick_runs_from_any_folder(tmp_path, monkeypatch, capsys):
+    """`actlab run --quick` with no SPEC: the packaged default study, here cut to two of its
+    layers (including SAU), written to ./actlab-results/results.sqlite of the working folder."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ACTLAB_DB", raising=False)
+    monkeypatch.delenv("ACTLAB_OUT", raising=False)
+    assert main(["run", "--quick", "--epochs", "1", "--acts", "relu", "sau", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "study 'default-quick': tiny_cnn on digits, 2 cells" in out
+    rows = _rows(tmp_path / "actlab-results" / "results.sqlite")
+    assert sorted(r.act for r in rows.values()) == ["relu", "sau"]
+    assert all(r.status == "done" and len(r.history) == 1 for r in rows.values())
+    assert all(r.study == "default-quick" for r in rows.values())

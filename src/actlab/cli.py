@@ -26,11 +26,12 @@ __all__ = ["main", "build_parser", "DEFAULT_DB", "DEFAULT_OUT"]
 DEFAULT_OUT = "actlab-results"
 DEFAULT_DB = os.path.join(DEFAULT_OUT, "results.sqlite")
 
-#: commands implemented elsewhere: name -> (module, add_arguments, run)
-_DELEGATED = {
-    "report": ("actlab.report.cli", "add_arguments", "run"),
-    "plot": ("actlab.report.cli", "add_plot_arguments", "run_plot"),
-    "bench": ("actlab.bench.cli", "add_arguments", "run"),
+#: commands implemented elsewhere: name -> (module, [(add_arguments, run), ...] tried in order)
+_DELEGATED: dict[str, tuple[str, list[tuple[str, str]]]] = {
+    "report": ("actlab.report.cli", [("add_report_arguments", "run_report"),
+                                     ("add_arguments", "run")]),
+    "plot": ("actlab.report.cli", [("add_plot_arguments", "run_plot")]),
+    "bench": ("actlab.bench.cli", [("add_arguments", "run")]),
 }
 
 
@@ -97,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     lst.add_argument("what", nargs="?", default="all",
                      choices=("all", "models", "layers", "acts", "norms", "datasets", "specs"))
 
-    for name, (module, _, _) in _DELEGATED.items():
+    for name, (module, _) in _DELEGATED.items():
         sub.add_parser(name, help=f"(see actlab {name} --help; provided by {module})",
                        add_help=False)
     return parser
@@ -223,7 +224,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------------------------
 def _delegate(name: str, argv: Sequence[str]) -> int:
-    module_name, add_name, run_name = _DELEGATED[name]
+    module_name, entry_points = _DELEGATED[name]
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
@@ -232,10 +233,13 @@ def _delegate(name: str, argv: Sequence[str]) -> int:
                   "missing)", file=sys.stderr)
             return 2
         raise
-    add, run = getattr(module, add_name, None), getattr(module, run_name, None)
-    if not (callable(add) and callable(run)):
-        print(f"actlab {name}: not available ({module_name} has no {add_name}/{run_name})",
-              file=sys.stderr)
+    for add_name, run_name in entry_points:
+        add, run = getattr(module, add_name, None), getattr(module, run_name, None)
+        if callable(add) and callable(run):
+            break
+    else:
+        wanted = " or ".join(f"{a}/{r}" for a, r in entry_points)
+        print(f"actlab {name}: not available ({module_name} has no {wanted})", file=sys.stderr)
         return 2
     parser = argparse.ArgumentParser(prog=f"actlab {name}")
     add(parser)
