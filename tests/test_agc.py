@@ -413,3 +413,20 @@ def test_scaled_lr() -> None:
     for bad in [(0.0, 4), (-1.0, 4), (0.1, 0), (0.1, 2.5), (True, 3)]:
         with pytest.raises(ValueError):
             scaled_lr(*bad)
+
+
+def test_bn_to_agc_by_name_keeps_conv_weights_and_makes_the_model_batch_independent() -> None:
+    from actlab.convert import convert
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.Conv2d(3, 2, 3),
+                          nn.BatchNorm2d(2))
+    conv_weights = [m.weight.detach().clone() for m in model if isinstance(m, nn.Conv2d)]
+    convert(model, norm="agc")
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    assert [type(m) for m in model if not isinstance(m, (nn.Conv2d, nn.ReLU))] == [AGC, AGC]
+    for w, m in zip(conv_weights, [m for m in model if isinstance(m, nn.Conv2d)], strict=True):
+        assert torch.equal(w, m.weight)
+    x = torch.randn(4, 1, 9, 9)
+    other = torch.cat([x[:1], torch.randn(3, 1, 9, 9)])
+    torch.testing.assert_close(model(x)[:1], model(other)[:1], rtol=0, atol=1e-6)
