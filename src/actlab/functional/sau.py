@@ -66,6 +66,7 @@ FORMULAS = ("exact", "paper")
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _INV_SQRT2 = 1.0 / math.sqrt(2.0)
 _Z_CLAMP = 10.0  # φ(z) is set to 0 for |z| >= 10 (φ(10) ≈ 7.7e-23)
+_ERF_CLAMP = 6.0  # erf(6) = 1 - 2e-17, erfc(6) = 2e-17: arguments beyond add nothing
 
 
 def _check_formula(formula: str) -> bool:
@@ -80,6 +81,12 @@ def _compute_dtype(*tensors: Tensor) -> torch.dtype:
     return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
 
 
+def _erf(z: Tensor) -> Tensor:
+    """erf(z/√2), evaluated at clamp(z/√2, ±6) (erf = ±1 there to float64 precision): erf of
+    huge arguments takes a slow path on CPUs, and with n = 20000 most arguments are huge."""
+    return torch.erf((z * _INV_SQRT2).clamp(-_ERF_CLAMP, _ERF_CLAMP))
+
+
 def _gauss(z: Tensor) -> tuple[Tensor, Tensor]:
     """Return (φ(z), z·φ(z)); both are exactly 0 where |z| >= 10."""
     e = fused.gauss_cutoff(z * _INV_SQRT2) * _INV_SQRT_2PI
@@ -90,7 +97,7 @@ def _forward(x: Tensor, alpha: Tensor, n: Tensor, paper: bool, zero_centred: boo
     """SAU in the dtype of its (already upcast) arguments."""
     z = n * x
     e, _ = _gauss(z)
-    out = 0.5 * (1 + alpha) * x + 0.5 * (1 - alpha) * (x * torch.erf(z * _INV_SQRT2))
+    out = 0.5 * (1 + alpha) * x + 0.5 * (1 - alpha) * (x * _erf(z))
     gauss = e / n
     if zero_centred:
         gauss = x * gauss
@@ -146,7 +153,7 @@ class _SAUFunction(torch.autograd.Function):
         gx = galpha = gn = None
 
         if need_x:
-            d = 0.5 * (1 + alpha) + 0.5 * (1 - alpha) * torch.erf(z * _INV_SQRT2)
+            d = 0.5 * (1 + alpha) + 0.5 * (1 - alpha) * _erf(z)
             if zero_centred:
                 d = d + (1 - alpha) * ze + c * (e / n - x * ze)
             elif paper:
@@ -154,7 +161,7 @@ class _SAUFunction(torch.autograd.Function):
             # exact, not zero-centred: the z·φ(z) terms cancel exactly
             gx = _reduce(grad * d, x0)
         if need_alpha:
-            d = 0.5 * x * torch.erfc(z * _INV_SQRT2)
+            d = 0.5 * x * torch.erfc((z * _INV_SQRT2).clamp(-_ERF_CLAMP, _ERF_CLAMP))
             if not paper:
                 gauss = e / n
                 d = d - (x * gauss if zero_centred else gauss)
