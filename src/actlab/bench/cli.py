@@ -72,6 +72,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="torch intra-op threads for this run (default: torch's own)")
         p.add_argument("--json", action="store_true", help="machine-readable output")
         p.add_argument("--markdown", action="store_true", help="markdown tables")
+        p.add_argument("--output", help="also write the JSON results to this file")
+
+
+def _write(path: str | None, data: dict) -> None:
+    if path:
+        with open(path, "w") as f:
+            json.dump(data, f, indent=1)
 
 
 def _run_ops(args: argparse.Namespace) -> int:
@@ -89,9 +96,10 @@ def _run_ops(args: argparse.Namespace) -> int:
     dtypes = [_DTYPES[d] for d in (args.dtype or ["float32", "bfloat16"])]
     shapes = args.shape or [(32, 64, 32, 32), (64, 256, 8, 8)]
     results = run_ops(cases, shapes, dtypes, args.device, args.repeats, progress=not args.json)
+    data = {"machine": machine_description(), "results": [r.as_dict() for r in results]}
+    _write(args.output, data)
     if args.json:
-        print(json.dumps({"machine": machine_description(),
-                          "results": [r.as_dict() for r in results]}, indent=1))
+        print(json.dumps(data, indent=1))
     else:
         print(f"machine: {machine_description()}")
         print(format_ops(results, markdown=args.markdown))
@@ -112,10 +120,11 @@ def _run_step(args: argparse.Namespace) -> int:
             configs.append(StepConfig(*parts))
     results = run_step(configs, args.batch, args.image, args.width, args.device, args.repeats,
                        progress=not args.json)
+    data = {"machine": machine_description(), "batch": args.batch, "image": args.image,
+            "width": args.width, "results": [r.as_dict() for r in results]}
+    _write(args.output, data)
     if args.json:
-        print(json.dumps({"machine": machine_description(), "batch": args.batch,
-                          "image": args.image, "width": args.width,
-                          "results": [r.as_dict() for r in results]}, indent=1))
+        print(json.dumps(data, indent=1))
     else:
         print(f"machine: {machine_description()}")
         print(f"small_resnet (ResNet-8, width {args.width}), batch {args.batch}, "
