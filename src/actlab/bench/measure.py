@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Timing", "time_call", "saved_tensor_bytes", "synchronize"]
+__all__ = ["Timing", "time_call", "time_interleaved", "saved_tensor_bytes", "synchronize"]
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,38 @@ def time_call(
         if i >= warmup:
             samples.append((time.perf_counter() - start) * 1e3)
     return Timing(statistics.median(samples), min(samples), max(samples), len(samples))
+
+
+def time_interleaved(
+    calls: dict[str, tuple[Callable[[], object] | None, Callable[..., object]]],
+    *,
+    repeats: int = 20,
+    warmup: int = 3,
+    device: torch.device | str | None = None,
+) -> dict[str, Timing]:
+    """Time several calls side by side: round ``r`` runs every call once, in order.
+
+    ``calls`` maps a name to ``(setup, fn)`` as in :func:`time_call` (``setup`` may be ``None``).
+    On a shared or throttled machine, load changes over seconds; interleaving exposes every
+    call to the same conditions, so ratios of medians are far more stable than ratios of
+    separately timed blocks.
+    """
+    if repeats < 1:
+        raise ValueError("repeats must be >= 1")
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    for i in range(warmup + repeats):
+        for name, (setup, fn) in calls.items():
+            arg = setup() if setup is not None else None
+            synchronize(device)
+            start = time.perf_counter()
+            fn() if setup is None else fn(arg)
+            synchronize(device)
+            if i >= warmup:
+                samples[name].append((time.perf_counter() - start) * 1e3)
+            del arg
+    return {
+        name: Timing(statistics.median(v), min(v), max(v), len(v)) for name, v in samples.items()
+    }
 
 
 def saved_tensor_bytes(fn: Callable[[], object], *, exclude: tuple[torch.Tensor, ...] = ()) -> int:

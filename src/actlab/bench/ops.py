@@ -1,24 +1,48 @@
 """Operator benchmark: each layer next to its reference, measured side by side in one run.
 
-For every (layer, shape, dtype) the table gives forward, backward and forward+backward time
-(median with min–max), the ratio of forward+backward time to the reference's, and the bytes
-autograd saves for backward, in units of the input's size. ``python -m actlab.bench ops``.
+For every (shape, dtype) the cases are timed *interleaved* (each round runs every case once, see
+:func:`actlab.bench.measure.time_interleaved`): forward (under ``no_grad``), backward (of a fresh
+untimed forward) and forward+backward, each as the median with min–max over the rounds. The ratio
+is forward+backward time over the reference case's, and "saved" is the bytes autograd keeps for
+backward (measured with saved-tensor hooks, parameters excluded) in units of the input's size.
+
+Cases whose name ends in ``_compiled`` run with the ``"compiled"`` backend of
+:mod:`actlab.functional.fused` (the fused kernels, compiled before timing); the others run eager.
+``_naive`` cases are the layers written as plain compositions of torch ops (the unfused baseline).
+``python -m actlab.bench ops``.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from actlab.bench.measure import Timing, saved_tensor_bytes, time_call
-from actlab.registry import get_act, get_norm
+from actlab.bench.measure import Timing, saved_tensor_bytes, time_interleaved
+from actlab.functional import fused
+from actlab.functional.agc import agc_reference
+from actlab.functional.ash import ash_reference
+from actlab.functional.sau import sau_reference
+from actlab.nn.agc import AGC, AGCAct
+from actlab.nn.ash import ASH
+from actlab.nn.sau import SAU
+from actlab.registry import default_groups
 
-__all__ = ["OpCase", "OP_CASES", "run_ops", "format_ops", "naive_sau", "naive_ash", "naive_agc"]
+__all__ = [
+    "OpCase",
+    "OpResult",
+    "OP_CASES",
+    "run_ops",
+    "format_ops",
+    "naive_sau",
+    "naive_ash",
+    "naive_agc",
+]
 
 
 def naive_sau(x: torch.Tensor, alpha: float = 0.15, n: float = 20000.0) -> torch.Tensor:
@@ -45,15 +69,40 @@ def naive_agc(h: torch.Tensor, lam: torch.Tensor, gamma: torch.Tensor, beta: tor
     return (h - lam.view(shape) * m) * gamma.view(shape) + beta.view(shape)
 
 
+class _NaiveSAU(nn.Module):
+    """``sau_reference`` with a learnable α (the layer's default configuration)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.alpha = nn.Parameter(torch.tensor(0.15))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return sau_reference(x, self.alpha, 20000.0)
+
+
+class _NaiveASH(nn.Module):
+    """``ash_reference`` with learnable z and α (the layer's default configuration)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.z = nn.Parameter(torch.tensor(0.0))
+        self.alpha = nn.Parameter(torch.tensor(1.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ash_reference(x, self.z, self.alpha)
+
+
 class _NaiveAGC(nn.Module):
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, act: bool = False) -> None:
         super().__init__()
         self.lam = nn.Parameter(torch.ones(channels))
         self.weight = nn.Parameter(torch.ones(channels))
         self.bias = nn.Parameter(torch.zeros(channels))
+        self.act = act
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return naive_agc(h, self.lam, self.weight, self.bias)
+        y = agc_reference(h, self.lam, self.weight, self.bias)
+        return F.relu(y) if self.act else y
 
 
 class _Fn(nn.Module):
@@ -74,30 +123,38 @@ class OpCase:
     build: Callable[[int], nn.Module]
     group: str = "activation"
     note: str = ""
+    backend: str = "eager"
 
 
-def _act(name: str, **kw: Any) -> Callable[[int], nn.Module]:
-    return lambda channels: get_act(name, **kw)
+def _bn_relu(c: int) -> nn.Module:
+    return nn.Sequential(nn.BatchNorm2d(c), nn.ReLU())
 
 
-def _norm(name: str, **kw: Any) -> Callable[[int], nn.Module]:
-    return lambda channels: get_norm(name, channels, **kw)
+def _gn(c: int) -> nn.Module:
+    return nn.GroupNorm(default_groups(c), c)
 
 
 OP_CASES: list[OpCase] = [
-    OpCase("gelu", "gelu", _act("gelu")),
-    OpCase("relu", "gelu", _act("relu")),
-    OpCase("silu", "gelu", _act("swish")),
-    OpCase("leaky_relu", "gelu", _act("leaky_relu")),
-    OpCase("sau", "gelu", _act("sau")),
-    OpCase("sau_paper", "gelu", _act("sau_paper")),
-    OpCase("sau_naive", "gelu", lambda c: _Fn(naive_sau), note="composition of torch ops"),
-    OpCase("ash", "silu", _act("ash")),
-    OpCase("ash_naive", "silu", lambda c: _Fn(naive_ash), note="composition of torch ops"),
-    OpCase("bn", "bn", _norm("bn"), group="norm"),
-    OpCase("gn", "bn", _norm("gn"), group="norm"),
-    OpCase("agc", "bn", _norm("agc"), group="norm"),
+    OpCase("gelu", "gelu", lambda c: nn.GELU()),
+    OpCase("relu", "gelu", lambda c: nn.ReLU()),
+    OpCase("silu", "silu", lambda c: nn.SiLU()),
+    OpCase("sau", "gelu", lambda c: SAU(), note="autograd.Function, eager math"),
+    OpCase("sau_compiled", "gelu", lambda c: SAU(), note="fused kernels", backend="compiled"),
+    OpCase("sau_naive", "gelu", lambda c: _NaiveSAU(), note="composition of torch ops"),
+    OpCase("ash", "silu", lambda c: ASH(), note="autograd.Function, eager math"),
+    OpCase("ash_compiled", "silu", lambda c: ASH(), note="fused kernels", backend="compiled"),
+    OpCase("ash_naive", "silu", lambda c: _NaiveASH(), note="composition of torch ops"),
+    OpCase("bn", "bn", nn.BatchNorm2d, group="norm", note="training mode"),
+    OpCase("gn", "bn", _gn, group="norm"),
+    OpCase("agc", "bn", AGC, group="norm", note="mean mode, eager math"),
+    OpCase("agc_compiled", "bn", AGC, group="norm", note="fused kernels", backend="compiled"),
     OpCase("agc_naive", "bn", _NaiveAGC, group="norm", note="composition of torch ops"),
+    OpCase("bn_relu", "bn_relu", _bn_relu, group="norm+act", note="BatchNorm2d then ReLU"),
+    OpCase("agc_relu", "bn_relu", lambda c: nn.Sequential(AGC(c), nn.ReLU()), group="norm+act",
+           note="AGC then ReLU, unfused"),
+    OpCase("agc_act", "bn_relu", AGCAct, group="norm+act", note="fused AGC+ReLU, eager math"),
+    OpCase("agc_act_compiled", "bn_relu", AGCAct, group="norm+act", note="fused kernels",
+           backend="compiled"),
 ]
 
 
@@ -113,12 +170,16 @@ class OpResult:
     saved_bytes: int
     input_bytes: int
     ratio: float = float("nan")
+    backend: str = "eager"
+    note: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "case": self.case,
             "reference": self.reference,
+            "backend": self.backend,
+            "note": self.note,
             "shape": list(self.shape),
             "dtype": self.dtype,
             "forward": self.forward.as_dict(),
@@ -127,39 +188,49 @@ class OpResult:
             "ratio_to_reference": self.ratio,
             "saved_bytes": self.saved_bytes,
             "saved_inputs": self.saved_bytes / self.input_bytes,
+            **self.extra,
         }
 
 
-def _measure(
-    case: OpCase, shape: tuple[int, ...], dtype: torch.dtype, device: str, repeats: int
-) -> OpResult:
+@dataclass
+class _Prepared:
+    case: OpCase
+    module: nn.Module
+    x: torch.Tensor
+    grad: torch.Tensor
+
+
+def _prepare(case: OpCase, shape: tuple[int, ...], dtype: torch.dtype, device: str) -> _Prepared:
     torch.manual_seed(0)
     module = case.build(shape[1]).to(device)
-    if dtype != torch.float32 and case.group == "norm":
-        module = module.to(dtype)
+    if dtype != torch.float32 and case.group != "activation":
+        module = module.to(dtype)  # norms run in the input dtype, as under autocast-free training
     module.train()
     x = torch.randn(shape, device=device, dtype=dtype).requires_grad_(True)
     grad = torch.randn(shape, device=device, dtype=dtype)
-    params = tuple(module.parameters())
+    return _Prepared(case, module, x, grad)
 
-    def fwd() -> torch.Tensor:
-        with torch.no_grad():
+
+def _calls(p: _Prepared) -> dict[str, tuple[Callable[[], object] | None, Callable[..., object]]]:
+    module, x, grad, name = p.module, p.x, p.grad, p.case.backend
+
+    def fwd() -> None:
+        with fused.backend(name), torch.no_grad():
+            module(x)
+
+    def setup() -> torch.Tensor:
+        with fused.backend(name):
             return module(x)
 
-    def fwd_bwd() -> None:
-        module(x).backward(grad)
-
     def bwd(out: torch.Tensor) -> None:
-        out.backward(grad)
+        with fused.backend(name):
+            out.backward(grad)
 
-    forward = time_call(fwd, repeats=repeats, device=device)
-    backward = time_call(bwd, setup=lambda: module(x), repeats=repeats, device=device)
-    total = time_call(fwd_bwd, repeats=repeats, device=device)
-    saved = saved_tensor_bytes(lambda: module(x), exclude=params)
-    return OpResult(
-        case.name, case.reference, shape, str(dtype).replace("torch.", ""), forward, backward,
-        total, saved, x.numel() * x.element_size(),
-    )
+    def fwd_bwd() -> None:
+        with fused.backend(name):
+            module(x).backward(grad)
+
+    return {"fwd": (None, fwd), "bwd": (setup, bwd), "total": (None, fwd_bwd)}
 
 
 def run_ops(
@@ -178,16 +249,31 @@ def run_ops(
     missing = {c.reference for c in cases} - set(by_name)
     if missing:
         raise ValueError(f"reference case(s) {sorted(missing)} are not in the case list")
-    jobs = [(c, s, d) for s in shapes for d in dtypes for c in cases]
-    try:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(jobs, desc="bench ops", disable=not progress, leave=False)
-    except ImportError:  # pragma: no cover
-        iterator = jobs
     results: list[OpResult] = []
-    for case, shape, dtype in iterator:
-        results.append(_measure(case, shape, dtype, device, repeats))
+    for shape in shapes:
+        for dtype in dtypes:
+            block = [_prepare(c, shape, dtype, device) for c in cases]
+            calls: dict[str, tuple[Callable[[], object] | None, Callable[..., object]]] = {}
+            for p in block:
+                failures = len(fused.compile_failures())
+                for kind, call in _calls(p).items():
+                    call[1]() if call[0] is None else call[1](call[0]())  # warm-up / compile
+                    calls[f"{p.case.name}/{kind}"] = call
+                if len(fused.compile_failures()) > failures:
+                    p.case = replace(p.case, note="COMPILE FAILED: eager")
+            if progress:
+                print(f"timing {len(block)} cases at {shape} {dtype} ...", flush=True)
+            timings = time_interleaved(calls, repeats=repeats, device=device)
+            for p in block:
+                params = tuple(p.module.parameters())
+                with fused.backend(p.case.backend):
+                    saved = saved_tensor_bytes(lambda p=p: p.module(p.x), exclude=params)
+                results.append(OpResult(
+                    p.case.name, p.case.reference, shape, str(dtype).replace("torch.", ""),
+                    timings[f"{p.case.name}/fwd"], timings[f"{p.case.name}/bwd"],
+                    timings[f"{p.case.name}/total"], saved, p.x.numel() * p.x.element_size(),
+                    backend=p.case.backend, note=p.case.note,
+                ))
     index = {(r.case, r.shape, r.dtype): r for r in results}
     for r in results:
         ref = index[(r.reference, r.shape, r.dtype)]
@@ -195,23 +281,29 @@ def run_ops(
     return results
 
 
-def format_ops(results: list[OpResult]) -> str:
-    """A plain-text table, one block per (shape, dtype)."""
+def format_ops(results: list[OpResult], markdown: bool = False) -> str:
+    """A table, one block per (shape, dtype); ``markdown=True`` for docs."""
     lines: list[str] = []
     blocks: dict[tuple[tuple[int, ...], str], list[OpResult]] = {}
     for r in results:
         blocks.setdefault((r.shape, r.dtype), []).append(r)
-    header = (
-        f"{'layer':<12} {'forward ms':>22} {'backward ms':>22} {'fwd+bwd ms':>22} "
-        f"{'× ref':>12} {'saved (inputs)':>15}"
-    )
     for (shape, dtype), rows in blocks.items():
-        lines.append(f"\nshape {'×'.join(map(str, shape))}, {dtype}")
-        lines.append(header)
-        lines.append("-" * len(header))
+        title = f"shape {'×'.join(map(str, shape))}, {dtype}"
+        if markdown:
+            lines += [f"\n**{title}** (ms: median [min–max])\n",
+                      "| layer | forward | backward | fwd+bwd | × ref | saved (× input) | note |",
+                      "|---|---|---|---|---|---|---|"]
+        else:
+            header = (f"{'layer':<17} {'forward ms':>24} {'backward ms':>24} "
+                      f"{'fwd+bwd ms':>24} {'× ref':>14} {'saved':>6}")
+            lines += [f"\n{title}", header, "-" * len(header)]
         for r in rows:
-            lines.append(
-                f"{r.case:<12} {str(r.forward):>22} {str(r.backward):>22} {str(r.total):>22} "
-                f"{r.ratio:>6.2f}× {r.reference:<5} {r.saved_bytes / r.input_bytes:>13.2f}"
-            )
+            ratio = f"{r.ratio:.2f}× {r.reference}"
+            saved = f"{r.saved_bytes / r.input_bytes:.2f}"
+            if markdown:
+                lines.append(f"| {r.case} | {r.forward} | {r.backward} | {r.total} | {ratio} | "
+                             f"{saved} | {r.note} |")
+            else:
+                lines.append(f"{r.case:<17} {str(r.forward):>24} {str(r.backward):>24} "
+                             f"{str(r.total):>24} {ratio:>14} {saved:>6}")
     return "\n".join(lines)

@@ -38,6 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from actlab.functional import fused
+
 __all__ = ["agc", "agc_reference", "agc_act", "agc_act_reference", "scaled_lr", "MODES", "ACTS"]
 
 MODES = ("mean", "window", "median")
@@ -163,21 +165,30 @@ class _AGCMean(torch.autograd.Function):
         gamma: torch.Tensor,
         beta: torch.Tensor,
     ) -> torch.Tensor:
-        cdt = _compute_dtype(h, lam, gamma, beta)
-        hc = h.to(cdt)
-        lc, gc, bc = lam.to(cdt), gamma.to(cdt), beta.to(cdt)
-        m = hc.mean(_spatial(h))  # (N, C)
-        shift = bc - lc * gc * m  # β − λγm, (N, C)
-        y = torch.addcmul(_view_nc(shift, h.dim()), hc, _view(gc, h.dim()))
+        fused_out = fused.agc_fwd(h, lam, gamma, beta) if fused.use_compiled(h) else None
+        if fused_out is not None:
+            y, m = fused_out
+        else:
+            cdt = _compute_dtype(h, lam, gamma, beta)
+            hc = h.to(cdt)
+            lc, gc, bc = lam.to(cdt), gamma.to(cdt), beta.to(cdt)
+            m = hc.mean(_spatial(h))  # (N, C)
+            shift = bc - lc * gc * m  # β − λγm, (N, C)
+            y = torch.addcmul(_view_nc(shift, h.dim()), hc, _view(gc, h.dim())).to(h.dtype)
         ctx.save_for_backward(h, m, lam, gamma)
         ctx.beta_meta = (beta.dtype,)
-        return y.to(h.dtype)
+        return y
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
         h, m, lam, gamma = ctx.saved_tensors
         (beta_dtype,) = ctx.beta_meta
+        if fused.use_compiled(h):
+            needs = tuple(ctx.needs_input_grad[:4])
+            grads = fused.agc_bwd(grad, h, m, lam, gamma, beta_dtype, needs)  # type: ignore[arg-type]
+            if grads is not None:
+                return grads
         cdt = m.dtype
         g = grad.to(cdt)
         lc, gc = lam.to(cdt), gamma.to(cdt)
@@ -301,14 +312,20 @@ class _AGCActMean(torch.autograd.Function):
         slope: float,
         eps: float,
     ) -> torch.Tensor:
-        cdt = _compute_dtype(h, lam, gamma, beta)
-        hc = h.to(cdt)
-        lc, bc = lam.to(cdt), beta.to(cdt)
-        gs = _safe_gamma(gamma.to(cdt), eps)
-        m = hc.mean(_spatial(h))
-        u = torch.addcmul(_view_nc(bc - lc * gs * m, h.dim()), hc, _view(gs, h.dim()))
-        y = F.relu(u) if slope == 0.0 else F.leaky_relu(u, slope)
-        y = y.to(h.dtype)
+        fused_out = (
+            fused.agc_act_fwd(h, lam, gamma, beta, slope, eps) if fused.use_compiled(h) else None
+        )
+        if fused_out is not None:
+            y, m, gs = fused_out
+        else:
+            cdt = _compute_dtype(h, lam, gamma, beta)
+            hc = h.to(cdt)
+            lc, bc = lam.to(cdt), beta.to(cdt)
+            gs = _safe_gamma(gamma.to(cdt), eps)
+            m = hc.mean(_spatial(h))
+            u = torch.addcmul(_view_nc(bc - lc * gs * m, h.dim()), hc, _view(gs, h.dim()))
+            y = F.relu(u) if slope == 0.0 else F.leaky_relu(u, slope)
+            y = y.to(h.dtype)
         ctx.save_for_backward(y, m, lam, gs, beta)
         ctx.slope = slope
         ctx.dtypes = (h.dtype, gamma.dtype)
@@ -320,6 +337,13 @@ class _AGCActMean(torch.autograd.Function):
         y, m, lam, gs, beta = ctx.saved_tensors
         slope = ctx.slope
         h_dtype, gamma_dtype = ctx.dtypes
+        if fused.use_compiled(y):
+            needs = tuple(ctx.needs_input_grad[:4])
+            grads = fused.agc_act_bwd(
+                grad, y, m, lam, gs, beta, slope, ctx.dtypes, needs  # type: ignore[arg-type]
+            )
+            if grads is not None:
+                return (*grads, None, None)
         cdt = m.dtype
         nd = y.dim()
         sp = _spatial(y)

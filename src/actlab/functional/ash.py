@@ -31,6 +31,8 @@ from collections.abc import Sequence
 import torch
 from torch.autograd.function import once_differentiable
 
+from actlab.functional import fused
+
 __all__ = [
     "ash",
     "ash_reference",
@@ -161,20 +163,30 @@ class _ASHFunction(torch.autograd.Function):
         eps: float,
         leak: float,
     ) -> torch.Tensor:
-        cdt = _compute_dtype(x, z, alpha)
-        xc, zc, ac = x.to(cdt), z.to(cdt), alpha.to(cdt)
-        mu, sigma = _stats(xc, dims, eps)
-        s = torch.sigmoid(2 * ac * (xc - mu - zc * sigma))
-        gate = s if leak == 0.0 else torch.add(s, 1.0 - s, alpha=leak)  # leak + (1-leak)·s
+        fused_out = fused.ash_fwd(x, z, alpha, dims, eps, leak) if fused.use_compiled(x) else None
+        if fused_out is not None:
+            out, mu, sigma = fused_out
+        else:
+            cdt = _compute_dtype(x, z, alpha)
+            xc, zc, ac = x.to(cdt), z.to(cdt), alpha.to(cdt)
+            mu, sigma = _stats(xc, dims, eps)
+            s = torch.sigmoid(2 * ac * (xc - mu - zc * sigma))
+            gate = s if leak == 0.0 else torch.add(s, 1.0 - s, alpha=leak)  # leak + (1-leak)·s
+            out = (xc * gate).to(x.dtype)
         ctx.save_for_backward(x, mu, sigma, z, alpha)
         ctx.dims, ctx.leak = dims, leak
-        return (xc * gate).to(x.dtype)
+        return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
         x, mu, sigma, z, alpha = ctx.saved_tensors
         dims, leak = ctx.dims, ctx.leak
+        if fused.use_compiled(x):
+            needs = (ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2])
+            grads = fused.ash_bwd(grad, x, mu, sigma, z, alpha, dims, leak, needs)
+            if grads is not None:
+                return (*grads, None, None, None)
         cdt = mu.dtype
         xc, zc, ac, g = x.to(cdt), z.to(cdt), alpha.to(cdt), grad.to(cdt)
         centred = xc - mu

@@ -1,0 +1,314 @@
+"""The fused kernels of actlab.functional.fused: backend switch, kernel math against independent
+references (float64 autograd of the naive formulas, gradcheck), and the compiled path against the
+eager one (forward, every gradient, saved-tensor bytes)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy import special
+
+from actlab.bench.measure import saved_tensor_bytes
+from actlab.functional import fused
+from actlab.functional.agc import agc, agc_act, agc_act_reference, agc_reference
+from actlab.functional.ash import ash, ash_reference
+from actlab.functional.sau import sau, sau_reference
+
+D64 = torch.float64
+
+
+# ---------------------------------------------------------------------------------------------
+# backend switch
+# ---------------------------------------------------------------------------------------------
+def test_backend_switch_and_context_manager() -> None:
+    start = fused.get_backend()
+    with fused.backend("compiled"):
+        assert fused.get_backend() == "compiled"
+        with fused.backend("auto"):
+            assert fused.get_backend() == "auto"
+        assert fused.get_backend() == "compiled"
+    assert fused.get_backend() == start
+    with pytest.raises(ValueError, match="backend must be one of"):
+        fused.set_backend("fast")
+    with pytest.raises(ValueError), fused.backend("nope"):
+        pass
+    assert fused.get_backend() == start
+
+
+def test_environment_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ACTLAB_BACKEND", "Compiled ")
+    assert fused._initial_backend() == "compiled"
+    monkeypatch.setenv("ACTLAB_BACKEND", "turbo")
+    with pytest.warns(UserWarning, match="ACTLAB_BACKEND"):
+        assert fused._initial_backend() == "eager"
+    monkeypatch.delenv("ACTLAB_BACKEND")
+    assert fused._initial_backend() == "eager"
+
+
+def test_use_compiled_rules() -> None:
+    small, big = torch.zeros(10), torch.zeros(fused.AUTO_MIN_NUMEL)
+    with fused.backend("eager"):
+        assert not fused.use_compiled(big)
+    with fused.backend("auto"):
+        assert not fused.use_compiled(small) and fused.use_compiled(big)
+    with fused.backend("compiled"):
+        assert fused.use_compiled(small)
+        seen = []
+
+        def probe(x: torch.Tensor) -> torch.Tensor:
+            seen.append(fused.use_compiled(x))
+            return x * 2
+
+        torch.jit.trace(probe, (small,), check_trace=False)
+        assert seen == [False]  # never compile while tracing
+
+
+# ---------------------------------------------------------------------------------------------
+# the Gaussian cut-off and the shared-exp erf
+# ---------------------------------------------------------------------------------------------
+def test_erf_and_gauss_against_scipy() -> None:
+    u = torch.cat([torch.linspace(-8, 8, 4001), torch.tensor([0.0, 1e-8, -1e-8, 50.0, -1e4])])
+    u64 = u.double().numpy()
+    erf, erfc, e = fused.erf_and_gauss(u, approx=True)
+    assert erf.dtype == torch.float32
+    # the Abramowitz-Stegun bound 1.5e-7 plus float32 rounding of the polynomial
+    assert np.abs(erf.double().numpy() - special.erf(u64)).max() < 6e-7
+    assert np.abs(erfc.double().numpy() - special.erfc(u64)).max() < 6e-7
+    want = torch.exp(-(u.double() ** 2))
+    want[u.double() ** 2 >= 50] = 0.0
+    torch.testing.assert_close(e.double(), want, rtol=1e-5, atol=0)  # u² rounded in float32
+    exact = fused.erf_and_gauss(u.double(), approx=False)
+    torch.testing.assert_close(exact[0], torch.special.erf(u.double()))
+    assert fused.gauss_cutoff(torch.tensor([7.0, 7.1, 1e30])).tolist()[1:] == [0.0, 0.0]
+
+
+# ---------------------------------------------------------------------------------------------
+# kernel math, evaluated eagerly, against the naive formulas (float64) and gradcheck
+# ---------------------------------------------------------------------------------------------
+def _via_kernels_sau(paper: bool, zc: bool, approx: bool = False):
+    class Via(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, a, n):  # type: ignore[override]
+            ctx.save_for_backward(x, a, n)
+            return fused._sau_fwd_math(x, a, n, paper, zc, approx)
+
+        @staticmethod
+        def backward(ctx, g):  # type: ignore[override]
+            x, a, n = ctx.saved_tensors
+            return fused._sau_bwd_math(g, x, a, n, paper, zc, *ctx.needs_input_grad, approx)
+
+    return Via.apply
+
+
+def _sau_inputs(n: float, per_channel: bool, dtype=D64):
+    g = torch.Generator().manual_seed(3)
+    x = (torch.randn(2, 3, 5, generator=g, dtype=D64) * 2 / n).to(dtype).requires_grad_()
+    shape = (3, 1) if per_channel else ()
+    a = (torch.rand(shape, generator=g, dtype=D64) * 0.8 + 0.1).to(dtype).requires_grad_()
+    nt = (torch.full(shape, n, dtype=D64) * (1 + 0.2 * torch.rand(shape, generator=g, dtype=D64)))
+    return x, a, nt.to(dtype).requires_grad_()
+
+
+@pytest.mark.parametrize("zc", [False, True])
+@pytest.mark.parametrize("paper", [False, True])
+@pytest.mark.parametrize("n", [0.3, 4.0, 2e4])
+def test_sau_kernel_math_matches_reference_and_gradcheck(n: float, paper: bool, zc: bool) -> None:
+    x, a, nt = _sau_inputs(n, per_channel=n != 4.0)
+    fn = _via_kernels_sau(paper, zc)
+    formula = "paper" if paper else "exact"
+    out, ref = fn(x, a, nt), sau_reference(x, a, nt, formula, zc)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-15)
+    grad = torch.randn_like(out)
+    got = torch.autograd.grad(out, (x, a, nt), grad)
+    want = torch.autograd.grad(ref, (x, a, nt), grad)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-9, atol=1e-12)
+    assert torch.autograd.gradcheck(fn, (x, a, nt))
+
+
+@pytest.mark.parametrize("zc", [False, True])
+@pytest.mark.parametrize("paper", [False, True])
+@pytest.mark.parametrize("n", [0.5, 20.0, 2e4])
+def test_sau_float32_approx_kernel_close_to_float64(n: float, paper: bool, zc: bool) -> None:
+    x64, a64, n64 = _sau_inputs(n, per_channel=True)
+    x, a, nt = (t.detach().float().requires_grad_() for t in (x64, a64, n64))
+    formula = "paper" if paper else "exact"
+    out = _via_kernels_sau(paper, zc, approx=True)(x, a, nt)
+    ref = sau_reference(x64, a64, n64, formula, zc)
+    scale = x64.abs().max().item()
+    torch.testing.assert_close(out.double(), ref, rtol=2e-6, atol=2e-7 * scale)
+    grad = torch.randn_like(ref)
+    got = torch.autograd.grad(out, (x, a, nt), grad.float())
+    want = torch.autograd.grad(ref, (x64, a64, n64), grad)
+    torch.testing.assert_close(got[0].double(), want[0], rtol=2e-6, atol=1e-6)
+    for g, w in zip(got[1:], want[1:], strict=True):  # sums over 30 elements
+        torch.testing.assert_close(g.double(), w, rtol=1e-5, atol=1e-5 * w.abs().max().item())
+
+
+@pytest.mark.parametrize(
+    "pshape, dims, leak", [((), None, 0.0), ((1, 3, 1, 1), (2, 3), 0.0), ((), (1,), 0.1)]
+)
+def test_ash_kernel_math_matches_reference_and_gradcheck(pshape, dims, leak: float) -> None:
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(2, 3, 4, 5, generator=g, dtype=D64, requires_grad=True)
+    z = (0.5 * torch.randn(pshape, generator=g, dtype=D64)).requires_grad_()
+    a = (0.5 + torch.rand(pshape, generator=g, dtype=D64)).requires_grad_()
+    d = tuple(range(1, 4)) if dims is None else dims
+
+    class Via(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, z, a):  # type: ignore[override]
+            out, mu, sigma = fused._ash_fwd_math(x, z, a, d, 1e-5, leak)
+            ctx.save_for_backward(x, mu, sigma, z, a)
+            return out
+
+        @staticmethod
+        def backward(ctx, grad):  # type: ignore[override]
+            x, mu, sigma, z, a = ctx.saved_tensors
+            return fused._ash_bwd_math(grad, x, mu, sigma, z, a, d, leak,
+                                       *ctx.needs_input_grad)
+
+    out, ref = Via.apply(x, z, a), ash_reference(x, z, a, dims, 1e-5, leak)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-14)
+    grad = torch.randn_like(out)
+    got = torch.autograd.grad(out, (x, z, a), grad)
+    want = torch.autograd.grad(ref, (x, z, a), grad)
+    for gg, w in zip(got, want, strict=True):
+        torch.testing.assert_close(gg, w, rtol=1e-9, atol=1e-12)
+    assert torch.autograd.gradcheck(Via.apply, (x, z, a))
+
+
+@pytest.mark.parametrize("slope", [None, 0.0, 0.1])  # None: plain AGC
+def test_agc_kernel_math_matches_reference_and_gradcheck(slope: float | None) -> None:
+    g = torch.Generator().manual_seed(5)
+    h = torch.randn(3, 4, 5, 3, generator=g, dtype=D64, requires_grad=True)
+    lam = (0.5 + torch.rand(4, generator=g, dtype=D64)).requires_grad_()
+    gamma = (torch.randn(4, generator=g, dtype=D64) + 2.0).requires_grad_()
+    beta = torch.randn(4, generator=g, dtype=D64).requires_grad_()
+
+    class Via(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, h, lam, gamma, beta):  # type: ignore[override]
+            if slope is None:
+                y, m = fused._agc_fwd_math(h, lam, gamma, beta)
+                ctx.save_for_backward(h, m, lam, gamma)
+            else:
+                y, m, gs = fused._agc_act_fwd_math(h, lam, gamma, beta, slope, 1e-5)
+                ctx.save_for_backward(y, m, lam, gs, beta)
+            return y
+
+        @staticmethod
+        def backward(ctx, grad):  # type: ignore[override]
+            needs = ctx.needs_input_grad
+            if slope is None:
+                h, m, lam, gamma = ctx.saved_tensors
+                return fused._agc_bwd_math(grad, h, m, lam, gamma, D64, *needs)
+            y, m, lam, gs, beta = ctx.saved_tensors
+            return fused._agc_act_bwd_math(grad, y, m, lam, gs, beta, slope, D64, D64, *needs)
+
+    args = (h, lam, gamma, beta)
+    out = Via.apply(*args)
+    if slope is None:
+        ref = agc_reference(*args)
+    else:
+        ref = agc_act_reference(*args, "relu" if slope == 0 else "leaky_relu", slope)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-14)
+    grad = torch.randn_like(out)
+    got = torch.autograd.grad(out, args, grad)
+    want = torch.autograd.grad(ref, args, grad)
+    for gg, w in zip(got, want, strict=True):
+        torch.testing.assert_close(gg, w, rtol=1e-9, atol=1e-12)
+    if slope != 0.0:  # ReLU's kink makes finite differences unreliable near u = 0
+        assert torch.autograd.gradcheck(Via.apply, args)
+
+
+# ---------------------------------------------------------------------------------------------
+# the compiled path (slow: the first torch.compile in a process takes tens of seconds)
+# ---------------------------------------------------------------------------------------------
+def _compiled_or_skip(fn):
+    failures = len(fused.compile_failures())
+    with fused.backend("compiled"):
+        result = fn()
+    if len(fused.compile_failures()) > failures:
+        pytest.skip(f"torch.compile unavailable here: {fused.compile_failures()[-1]}")
+    return result
+
+
+def _both(layer, args: tuple[torch.Tensor, ...], dtype: torch.dtype):
+    """(out, grads) of ``layer(*args)`` under the eager and the compiled backend."""
+
+    def run():
+        out = layer(*args)
+        grad = torch.linspace(-1, 1, out.numel(), dtype=D64).reshape(out.shape).to(dtype)
+        return out, torch.autograd.grad(out, args, grad)
+
+    with fused.backend("eager"):
+        eager = run()
+    return eager, _compiled_or_skip(run)
+
+
+def _assert_close(a, b, dtype: torch.dtype) -> None:
+    (oa, ga), (ob, gb) = a, b
+    tol = {torch.float32: (2e-5, 2e-6), torch.bfloat16: (1.6e-2, 1e-3), D64: (1e-12, 1e-14)}
+    rtol, atol = tol[dtype]
+    torch.testing.assert_close(ob, oa, rtol=rtol, atol=atol)
+    for x, y in zip(ga, gb, strict=True):
+        scale = x.abs().max().item() + 1e-30
+        torch.testing.assert_close(y.float(), x.float(), rtol=rtol, atol=max(atol, rtol * scale))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_compiled_sau_equals_eager(dtype: torch.dtype) -> None:
+    torch.manual_seed(0)
+    x = (torch.randn(4, 6, 8, 8) * 0.5).to(dtype).requires_grad_()
+    a = torch.full((6, 1, 1), 0.2, requires_grad=True)
+    n = torch.linspace(0.5, 8.0, 6).view(6, 1, 1).requires_grad_()
+    eager, compiled = _both(lambda x, a, n: sau(x, a, n), (x, a, n), dtype)
+    _assert_close(eager, compiled, dtype)
+    with fused.backend("compiled"):
+        saved = saved_tensor_bytes(lambda: sau(x, a, n), exclude=(a, n))
+    assert saved == x.numel() * x.element_size()  # only x, in its own dtype
+
+
+@pytest.mark.slow
+def test_compiled_sau_gradcheck_float64() -> None:
+    x, a, nt = _sau_inputs(3.0, per_channel=True)
+
+    def fn(x, a, n):
+        return sau(x, a, n, "paper", True)
+
+    _compiled_or_skip(lambda: torch.autograd.gradcheck(fn, (x, a, nt)))
+    with fused.backend("compiled"):
+        assert torch.autograd.gradcheck(fn, (x, a, nt))
+        assert torch.autograd.gradgradcheck(fn, (x, a, nt))  # double backward: eager math
+
+
+@pytest.mark.slow
+def test_compiled_ash_equals_eager() -> None:
+    torch.manual_seed(1)
+    x = torch.randn(4, 6, 8, 8, requires_grad=True)
+    z = torch.full((1, 6, 1, 1), 0.3, requires_grad=True)
+    a = torch.full((1, 6, 1, 1), 1.5, requires_grad=True)
+    eager, compiled = _both(lambda x, z, a: ash(x, z, a), (x, z, a), torch.float32)
+    _assert_close(eager, compiled, torch.float32)
+    with fused.backend("compiled"):
+        saved = saved_tensor_bytes(lambda: ash(x, z, a), exclude=(z, a))
+    assert x.numel() * 4 <= saved <= x.numel() * 4 + 2 * 4 * 4  # x plus (N,1,1,1) μ and σ
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fused_act", [False, True])
+def test_compiled_agc_equals_eager(fused_act: bool) -> None:
+    torch.manual_seed(2)
+    h = torch.randn(4, 6, 8, 8, requires_grad=True)
+    lam = torch.full((6,), 0.9, requires_grad=True)
+    gamma = torch.linspace(0.5, 2.0, 6).requires_grad_()
+    beta = torch.linspace(-0.5, 0.5, 6).requires_grad_()
+    layer = agc_act if fused_act else agc
+    eager, compiled = _both(layer, (h, lam, gamma, beta), torch.float32)
+    _assert_close(eager, compiled, torch.float32)
+    with fused.backend("compiled"):
+        saved = saved_tensor_bytes(lambda: layer(h, lam, gamma, beta), exclude=(lam, gamma, beta))
+    assert h.numel() * 4 <= saved <= h.numel() * 4 + 4 * 6 * 4 + 2 * 6 * 4  # + (N, C) means
