@@ -214,3 +214,29 @@ def test_fixture_store_uses_the_contract_schema(tmp_path):
                     "status", "history", "metrics", "wall_time", "peak_mem_mb", "versions",
                     "error", "created_at", "updated_at"]
     assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_report_page_command_writes_the_page_and_keeps_hand_written_claims(db, tmp_path, capsys):
+    page = tmp_path / "docs" / "RESULTS.md"
+    assert run_report(_report(["--db", str(db), "--study", "acts", "--page", str(page),
+                               "--no-figures"])) == 0
+    text = page.read_text()
+    assert "## Study `acts`" in text and "bn_vs_agc" not in text
+    assert "![" not in text and not (tmp_path / "docs" / "fig").exists()
+    # a claim written by hand into the study's block survives regeneration
+    edited = text.replace("<!-- claims: acts -->\n",
+                          "<!-- claims: acts -->\n- **holds** — hand-written claim\n", 1)
+    page.write_text(edited)
+    assert run_report(_report(["--db", str(db), "--study", "acts", "--page", str(page),
+                               "--no-figures"])) == 0
+    assert "hand-written claim" in page.read_text()
+    # with figures: they go to <page folder>/fig and every link resolves
+    assert run_report(_report(["--db", str(db), "--study", "acts", "--page", str(page)])) == 0
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", page.read_text())
+    assert links and all((page.parent / link).is_file() for link in links)
+    assert all(link.startswith("fig/") for link in links)
+    # errors: unknown study, --figures without --page
+    assert run_report(_report(["--db", str(db), "--study", "nope", "--page", str(page)])) == 2
+    assert "no finished runs" in capsys.readouterr().err
+    assert run_report(_report(["--db", str(db), "--no-figures"])) == 2
+    assert "need --page" in capsys.readouterr().err

@@ -89,6 +89,15 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> None:
                         help="wide: a column per dataset/model; long: a row per entry")
     parser.add_argument("--details", action="store_true",
                         help="also list every win/tie/loss comparison with its p-value")
+    parser.add_argument("--page", metavar="FILE.md",
+                        help="write the Markdown results page (tables, win/tie/loss of SAU/ASH/"
+                             "AGC against the other layers, figures) to FILE.md instead; the "
+                             "claim blocks already in FILE.md are kept")
+    parser.add_argument("--figures", metavar="DIR",
+                        help="with --page: folder for the page's figures (default: FILE.md's "
+                             "folder/fig)")
+    parser.add_argument("--no-figures", action="store_true",
+                        help="with --page: tables only (no matplotlib needed)")
 
 
 def _layers(runs: Sequence[RunRecord]) -> list[str]:
@@ -185,8 +194,33 @@ def _error(prog: str, exc: BaseException) -> int:
     return 2
 
 
+def _run_page(args: argparse.Namespace) -> int:
+    from actlab.report.results_page import write_results_page
+
+    page = Path(args.page)
+    figs = Path(args.figures) if args.figures else page.parent / "fig"
+    try:
+        out = write_results_page(args.db, page, figs, args.study, metric=args.metric,
+                                 alpha=args.alpha, test=args.test,
+                                 figures=not args.no_figures, activations=not args.no_figures)
+    except (StoreError, ValueError, KeyError, TypeError) as exc:
+        return _error("actlab report", exc)
+    except ImportError as exc:
+        print(f"actlab report: error: figures need matplotlib ({exc}); install the 'plot' "
+              "extra or pass --no-figures", file=sys.stderr)
+        return 2
+    print(f"wrote {out}" + ("" if args.no_figures else f" and its figures in {figs}"),
+          file=sys.stderr)
+    return 0
+
+
 def run_report(args: argparse.Namespace) -> int:
-    """Print (or write to ``--out``) the summary tables and optional win/tie/loss tables."""
+    """Print (or write to ``--out``) the summary tables and optional win/tie/loss tables, or
+    with ``--page`` write the Markdown results page."""
+    if getattr(args, "page", None):
+        return _run_page(args)
+    if getattr(args, "figures", None) or getattr(args, "no_figures", False):
+        return _error("actlab report", ValueError("--figures/--no-figures need --page"))
     try:
         runs = load_runs(args.db, args.study)
         if not runs:
