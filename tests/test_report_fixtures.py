@@ -156,7 +156,10 @@ def make_norm_store(
         for lr in lrs:
             for norm in ("bn", "agc"):
                 for seed in range(3):
-                    acc = 0.9 + 0.002 * seed - (0.2 if (norm == "bn" and bs == 2) else 0.0)
+                    # BN's loss at batch size 2 varies with the seed (a constant gap would
+                    # be decided by the sign test, not the paired t-test)
+                    acc = 0.9 + 0.002 * seed - (0.2 + 0.003 * seed**2
+                                                if (norm == "bn" and bs == 2) else 0.0)
                     stats = {}
                     if norm == "agc":
                         stats = {"features.1": {"lambda": 0.9, "gamma": 1.0},

@@ -123,3 +123,45 @@ def test_compare_picks_test_and_direction():
     assert stats.compare(a, b, alpha=p / 2).outcome == "tie"
     with pytest.raises(ValueError, match="shared seeds"):
         stats.compare(a, b, test="paired")
+
+
+def test_sign_test_matches_scipy_binomtest():
+    a = [0.9, 0.8, 0.85, 0.7, 0.95, 0.6, 0.91]
+    b = [0.8, 0.81, 0.80, 0.6, 0.90, 0.6, 0.90]  # 5 positive, 1 negative, 1 zero difference
+    res = stats.sign_test(a, b)
+    assert res.test == "sign" and res.df == 6.0 and res.statistic == 4.0
+    assert res.pvalue == pytest.approx(st.binomtest(5, 6, 0.5).pvalue, rel=1e-12)
+    assert stats.sign_test([1.0, 2.0], [1.0, 2.0]).pvalue == 1.0
+    with pytest.raises(ValueError, match="equally many"):
+        stats.sign_test([1.0], [1.0, 2.0])
+
+
+# Final test accuracies of one real digits run (360 test images): ASH beat Mish by exactly one
+# image for every seed, so the differences are equal up to rounding (spread ~1e-17).
+ASH_DIGITS = [0.9888579387186629, 0.9832869080779945, 0.9916434540389972, 0.9916434540389972,
+              0.9860724233983287]
+MISH_DIGITS = [0.9860724233983287, 0.9805013927576601, 0.9888579387186629, 0.9888579387186629,
+               0.9832869080779945]
+
+
+def test_rounding_noise_counts_as_zero_spread():
+    diffs = np.subtract(ASH_DIGITS, MISH_DIGITS)
+    assert 0.0 < np.std(diffs, ddof=1) < 1e-15  # the raw spread is rounding noise, not zero
+    assert stats.paired_t_test(ASH_DIGITS, MISH_DIGITS).statistic == math.inf
+    assert stats.cohens_d(ASH_DIGITS, MISH_DIGITS, paired=True) == math.inf
+    assert stats.welch_t_test([0.1 + 0.2, 0.3], [0.3, 0.3]).pvalue == 1.0
+
+
+def test_compare_decides_equal_paired_differences_by_the_sign_test():
+    cmp_ = stats.compare(dict(enumerate(ASH_DIGITS)), dict(enumerate(MISH_DIGITS)))
+    assert cmp_.result.test == "sign" and cmp_.outcome == "tie"
+    assert cmp_.result.pvalue == pytest.approx(0.0625)  # 2 / 2**5: 5 of 5 seeds better
+    # with 6 seeds all better by the same amount the sign test reaches p = 0.03125 < 0.05
+    six = stats.compare({s: 1.0 + s for s in range(6)}, {s: 0.5 + s for s in range(6)})
+    assert six.result.test == "sign" and six.outcome == "win"
+    assert six.result.pvalue == pytest.approx(0.03125)
+    # differences that vary are still decided by the paired t-test
+    varied = stats.compare({0: 1.0, 1: 2.0, 2: 3.5}, {0: 0.5, 1: 1.0, 2: 2.0})
+    assert varied.result.test == "paired"
+    assert varied.result.pvalue == pytest.approx(
+        st.ttest_rel([1.0, 2.0, 3.5], [0.5, 1.0, 2.0]).pvalue, rel=1e-10)

@@ -13,7 +13,16 @@
 
 All p-values are two-sided. Degenerate cases are decided rather than returned as NaN: when both
 samples have zero spread (e.g. deterministic runs) the test reports ``p = 1`` for equal means and
-``p = 0`` (``t = ±inf``) for different means.
+``p = 0`` (``t = ±inf``) for different means. A spread at the level of floating-point rounding
+(below ``1e-12`` of the values' magnitude) counts as zero: accuracies on a finite test set are
+multiples of 1/N, and differences such as ``0.98886 − 0.98607`` are equal for every seed up to
+rounding, which would otherwise give ``t ≈ 1e13``.
+
+:func:`compare` does not decide a paired comparison whose differences all have the same value
+(zero spread) by the degenerate t-test: "better by exactly one test image in each of 5 seeds"
+is not evidence at ``p = 0``. It uses the exact two-sided sign test instead
+(:func:`sign_test`: ``p = min(1, 2·P[Bin(m, ½) ≤ min(m₊, m₋)])`` over the ``m`` non-zero
+differences), whose smallest possible p-value with 5 seeds is 0.0625.
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ __all__ = [
     "summarize",
     "welch_t_test",
     "paired_t_test",
+    "sign_test",
     "cohens_d",
     "compare",
 ]
@@ -52,6 +62,15 @@ def _as_array(values: Iterable[float], what: str = "values", min_n: int = 1) -> 
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{what} contains non-finite numbers: {arr.tolist()}")
     return arr
+
+
+#: spreads below this fraction of the values' magnitude are rounding noise, i.e. zero
+_RELATIVE_NOISE = 1e-12
+
+
+def _noise(*arrays: np.ndarray) -> float:
+    """Rounding-noise level of a spread computed from ``arrays``."""
+    return _RELATIVE_NOISE * max(float(np.abs(a).max()) for a in arrays)
 
 
 def _check_level(confidence: float, name: str = "confidence") -> float:
@@ -108,7 +127,8 @@ def summarize(values: Iterable[float], confidence: float = 0.95) -> Summary:
 
 @dataclass(frozen=True)
 class TestResult:
-    """Outcome of a two-sided t-test; ``test`` is ``"welch"`` or ``"paired"``."""
+    """Outcome of a two-sided test; ``test`` is ``"welch"``, ``"paired"`` (t-tests) or
+    ``"sign"`` (exact sign test, see :func:`sign_test`)."""
 
     __test__ = False  # not a pytest test class
 
@@ -140,8 +160,8 @@ def welch_t_test(a: Iterable[float], b: Iterable[float]) -> TestResult:
     va, vb = x.var(ddof=1) / x.size, y.var(ddof=1) / y.size
     diff = float(x.mean() - y.mean())
     se2 = va + vb
-    if se2 == 0.0:
-        t = math.nan if diff == 0.0 else math.copysign(math.inf, diff)
+    if math.sqrt(se2) <= _noise(x, y):
+        t = math.nan if abs(diff) <= _noise(x, y) else math.copysign(math.inf, diff)
         df = float(x.size + y.size - 2)
     else:
         t = diff / math.sqrt(se2)
@@ -159,12 +179,32 @@ def paired_t_test(a: Iterable[float], b: Iterable[float]) -> TestResult:
     d = x - y
     diff = float(d.mean())
     sd = float(d.std(ddof=1))
-    if sd == 0.0:
-        t = math.nan if diff == 0.0 else math.copysign(math.inf, diff)
+    if sd <= _noise(x, y):
+        t = math.nan if abs(diff) <= _noise(x, y) else math.copysign(math.inf, diff)
     else:
         t = diff / (sd / math.sqrt(d.size))
     t, p = _t_pvalue(t, float(d.size - 1), diff)
     return TestResult("paired", t, float(d.size - 1), p, diff, int(x.size), int(y.size))
+
+
+def sign_test(a: Iterable[float], b: Iterable[float]) -> TestResult:
+    """Exact two-sided sign test of the paired differences ``a[i] - b[i]``.
+
+    Zero differences (up to rounding) are dropped; with ``m₊`` positive and ``m₋`` negative
+    ones, ``p = min(1, 2·P[Bin(m₊+m₋, ½) ≤ min(m₊, m₋)])`` (1 when every difference is zero).
+    ``statistic`` is ``m₊ − m₋`` and ``df`` the number of non-zero differences.
+    """
+    x = _as_array(a, "a", min_n=1)
+    y = _as_array(b, "b", min_n=1)
+    if x.size != y.size:
+        raise ValueError(f"sign test needs equally many values, got {x.size} and {y.size}")
+    d = x - y
+    tol = _noise(x, y)
+    pos, neg = int((d > tol).sum()), int((d < -tol).sum())
+    m = pos + neg
+    p = 1.0 if m == 0 else min(1.0, 2.0 * float(_st.binom.cdf(min(pos, neg), m, 0.5)))
+    return TestResult("sign", float(pos - neg), float(m), p, float(d.mean()), int(x.size),
+                      int(y.size))
 
 
 def cohens_d(a: Iterable[float], b: Iterable[float], paired: bool = False) -> float:
@@ -186,8 +226,8 @@ def cohens_d(a: Iterable[float], b: Iterable[float], paired: bool = False) -> fl
             x.size + y.size - 2
         )
         den = math.sqrt(pooled)
-    if den == 0.0:
-        return 0.0 if num == 0.0 else math.copysign(math.inf, num)
+    if den <= _noise(x, y):
+        return 0.0 if abs(num) <= _noise(x, y) else math.copysign(math.inf, num)
     return num / den
 
 
@@ -217,7 +257,8 @@ def compare(
     have the same set of seeds (at least two) and Welch's test otherwise; ``"paired"`` pairs the
     shared seeds (at least two required); ``"welch"`` ignores seeds. The outcome is ``"tie"``
     unless ``p < alpha``, then ``"win"``/``"loss"`` by the sign of the difference and
-    ``higher_is_better``.
+    ``higher_is_better``. A paired comparison whose differences are all equal and non-zero is
+    decided by :func:`sign_test` instead (the t statistic would be infinite).
     """
     _check_level(alpha, "alpha")
     if test not in ("auto", "welch", "paired"):
@@ -233,6 +274,8 @@ def compare(
         ys = [b[s] for s in shared]
         res = paired_t_test(xs, ys)
         d = cohens_d(xs, ys, paired=True)
+        if math.isinf(res.statistic):  # every difference equal: the t-test is degenerate
+            res = sign_test(xs, ys)
     else:
         res = welch_t_test(list(a.values()), list(b.values()))
         d = cohens_d(list(a.values()), list(b.values()))

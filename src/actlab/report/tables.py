@@ -355,7 +355,8 @@ class WinTieLoss:
 
     def method(self) -> str:
         """One sentence stating the test and alpha."""
-        names = {"welch": "Welch's t-test", "paired": "paired t-test over shared seeds"}
+        names = {"welch": "Welch's t-test", "paired": "paired t-test over shared seeds",
+                 "sign": "exact sign test (paired differences all equal)"}
         if self.test == "auto":
             how = ("two-sided paired t-test where both layers ran the same seeds, "
                    "Welch's t-test otherwise")
