@@ -150,6 +150,41 @@ def test_gradients_match_autograd_of_reference(n: float, formula: str, zero_cent
         torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("formula", FORMULAS)
+@pytest.mark.parametrize("per_channel", [False, True])
+@pytest.mark.parametrize("n", [0.3, 5.0, 100.0, 20000.0])
+def test_gradients_with_fixed_n_match_reference(n: float, per_channel: bool, formula: str) -> None:
+    """The usual training case (n a buffer, α learnable) takes the in-place backward path."""
+    x, alpha, nt = _inputs(n, per_channel)
+    nt = nt.detach()
+    if n == 20000.0:  # put inputs inside the Gaussian's width 1/n too
+        x = (x.detach() / n).requires_grad_()
+    fn = lambda x, a: sau(x, a, nt, formula)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (x, alpha))
+    out, ref = fn(x, alpha), sau_reference(x, alpha, nt, formula)
+    grad = torch.randn_like(out)
+    got = torch.autograd.grad(out, (x, alpha), grad)
+    want = torch.autograd.grad(ref, (x, alpha), grad)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+    # only x, or only alpha
+    (gx,) = torch.autograd.grad(sau(x, alpha.detach(), nt, formula), x, grad)
+    torch.testing.assert_close(gx, want[0], rtol=1e-10, atol=1e-12)
+    (ga,) = torch.autograd.grad(sau(x.detach(), alpha, nt, formula), alpha, grad)
+    torch.testing.assert_close(ga, want[1], rtol=1e-10, atol=1e-12)
+
+
+def test_input_and_grad_are_not_modified_in_place() -> None:
+    x = torch.randn(4, 5, requires_grad=True)
+    alpha = torch.tensor(0.2, requires_grad=True)
+    x_before = x.detach().clone()
+    out = sau(x, alpha, 3.0)
+    grad = torch.randn_like(out)
+    grad_before = grad.clone()
+    out.backward(grad)
+    assert torch.equal(x.detach(), x_before) and torch.equal(grad, grad_before)
+
+
 def test_gradients_only_for_what_requires_grad() -> None:
     x = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
     alpha = torch.tensor(0.2, dtype=torch.float64, requires_grad=True)

@@ -44,7 +44,10 @@ resolution of float64 relative to the linear term): this keeps products such as 
 subnormal or underflow (10–50× slower on x86 CPUs; with ``n = 20000`` that is almost every element).
 float16 / bfloat16 inputs are computed in float32 (forward and backward) and returned in the
 input dtype. Only the input ``x`` (plus the small ``alpha`` / ``n`` tensors) is saved for
-backward; ``erf`` and ``exp`` are recomputed there.
+backward; ``erf`` and ``exp`` are recomputed there. Outside graph recording (ordinary forward
+and backward; not double backward or tracing) the eager path works on in-place temporaries,
+about 12 passes over memory for the forward and 12–19 for the backward of the usual case (``n``
+fixed), about half of the out-of-place composition's.
 
 Forward and backward run either as eager PyTorch ops or, with the ``"compiled"`` / ``"auto"``
 backend of :mod:`actlab.functional.fused`, as fused compiled kernels computing the same formulas.
@@ -93,8 +96,43 @@ def _gauss(z: Tensor) -> tuple[Tensor, Tensor]:
     return e, z.clamp(-_Z_CLAMP, _Z_CLAMP) * e
 
 
+def _exp_neg_sq(u: Tensor) -> Tensor:
+    """``exp(−u²)`` as a new tensor, exactly 0 where ``u² ≥ 50``; computed in place after the
+    first product (six passes over memory, one allocation)."""
+    q = u * u
+    far = q >= fused._U2_CUTOFF
+    q.clamp_(max=fused._U2_CUTOFF).neg_().exp_()
+    return q.masked_fill_(far, 0.0)
+
+
+def _lean(*tensors: Tensor) -> bool:
+    """Whether the in-place eager path may run: no graph is being recorded (not a double
+    backward), not tracing, and no operand broadcasts beyond the first one's shape."""
+    if torch.is_grad_enabled() or torch.jit.is_tracing() or torch.jit.is_scripting():
+        return False
+    try:
+        return torch.broadcast_shapes(*(t.shape for t in tensors)) == tensors[0].shape
+    except RuntimeError:
+        return False
+
+
+def _forward_lean(x: Tensor, alpha: Tensor, n: Tensor, paper: bool, zero_centred: bool) -> Tensor:
+    """:func:`_forward` with in-place temporaries: ~12 passes over memory instead of ~25."""
+    u = x * (n * _INV_SQRT2)  # z/√2
+    gauss = _exp_neg_sq(u)  # √(2π)·φ(z)
+    coef = _INV_SQRT_2PI / n if paper else (1 - alpha) * (_INV_SQRT_2PI / n)
+    gauss.mul_(coef)  # c·φ(z)/n
+    if zero_centred:
+        gauss.mul_(x)
+    w = u.clamp_(-_ERF_CLAMP, _ERF_CLAMP).erf_()  # erf(z/√2)
+    w.mul_(0.5 * (1 - alpha)).add_(0.5 * (1 + alpha)).mul_(x)
+    return w.add_(gauss)
+
+
 def _forward(x: Tensor, alpha: Tensor, n: Tensor, paper: bool, zero_centred: bool) -> Tensor:
     """SAU in the dtype of its (already upcast) arguments."""
+    if _lean(x, alpha, n):
+        return _forward_lean(x, alpha, n, paper, zero_centred)
     z = n * x
     e, _ = _gauss(z)
     out = 0.5 * (1 + alpha) * x + 0.5 * (1 - alpha) * (x * _erf(z))
@@ -109,6 +147,36 @@ def _reduce(grad: Tensor, like: Tensor) -> Tensor:
     if grad.shape != like.shape:
         grad = grad.sum_to_size(like.shape)
     return grad.to(like.dtype)
+
+
+def _backward_lean(
+    grad: Tensor, x: Tensor, alpha: Tensor, n: Tensor, paper: bool, need_x: bool,
+    need_alpha: bool,
+) -> tuple[Tensor | None, Tensor | None]:
+    """Gradients for ``x`` and ``α`` (not zero-centred, ``n`` fixed) with in-place temporaries:
+
+    ``∂G/∂x = (1+α)/2 + (1-α)/2·erf(z/√2)`` (exact; paper: ``− α·z·φ(z)`` more) and
+    ``∂G/∂α = x/2·erfc(z/√2) − φ(z)/n`` (exact; paper: without the last term), unreduced.
+    """
+    u = x * (n * _INV_SQRT2)  # z/√2
+    phi = ze = None
+    if (need_alpha and not paper) or (need_x and paper):
+        phi = _exp_neg_sq(u).mul_(_INV_SQRT_2PI)  # φ(z)
+    if need_x and paper:
+        ze = (u * math.sqrt(2.0)).clamp_(-_Z_CLAMP, _Z_CLAMP).mul_(phi)  # z·φ(z)
+    w = u.clamp_(-_ERF_CLAMP, _ERF_CLAMP).erf_()  # erf(z/√2)
+    gx = galpha = None
+    if need_alpha:
+        d = torch.rsub(w, 1.0).mul_(x).mul_(0.5)  # x/2·erfc(z/√2)
+        if not paper:
+            d.sub_(phi.mul_(1.0 / n))  # type: ignore[union-attr]
+        galpha = d.mul_(grad)
+    if need_x:
+        d = w.mul_(0.5 * (1 - alpha)).add_(0.5 * (1 + alpha))
+        if paper:
+            d.sub_(ze.mul_(alpha))  # type: ignore[union-attr]
+        gx = d.mul_(grad)
+    return gx, galpha
 
 
 class _SAUFunction(torch.autograd.Function):
@@ -146,6 +214,10 @@ class _SAUFunction(torch.autograd.Function):
                 return (*grads, None, None)
         dtype = _compute_dtype(x0, alpha0, n0, grad)
         x, alpha, n, grad = x0.to(dtype), alpha0.to(dtype), n0.to(dtype), grad.to(dtype)
+        if not zero_centred and not need_n and _lean(x, alpha, n, grad):
+            gx, galpha = _backward_lean(grad, x, alpha, n, paper, need_x, need_alpha)
+            return (None if gx is None else _reduce(gx, x0),
+                    None if galpha is None else _reduce(galpha, alpha0), None, None, None)
 
         z = n * x
         e, ze = _gauss(z)  # φ(z), z·φ(z)
