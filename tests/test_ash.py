@@ -148,6 +148,30 @@ def test_gradients_equal_autograd_of_reference(kind, pshape, dims, leak: float) 
         torch.testing.assert_close(gg, ww)
 
 
+@pytest.mark.parametrize(("kind", "pshape", "dims", "leak"), GRAD_CASES)
+def test_float32_forward_and_gradients_match_float64_reference(kind, pshape, dims, leak) -> None:
+    """The float32 eager path (exp-based sigmoid, two-pass statistics, in-place temporaries)
+    against autograd of the naive formula in float64; inputs and gradients stay untouched."""
+    gen = torch.Generator().manual_seed(7)
+    x = (3 * torch.randn(4, 3, 6, 5, generator=gen)).requires_grad_()
+    x.data[0, 0, 0, :2] = torch.tensor([60.0, -60.0])  # gate arguments far beyond ±80
+    z64, a64 = _params(pshape, seed=8)
+    a64 = (a64.detach() * 4).requires_grad_()
+    z32, a32 = (z64.detach().float().requires_grad_(), a64.detach().float().requires_grad_())
+    g = torch.randn(4, 3, 6, 5, generator=gen)
+    x_before, g_before = x.detach().clone(), g.clone()
+    y = ash(x, z32, a32, dims=dims, leak=leak)
+    got = torch.autograd.grad(y, (x, z32, a32), g)
+    x64 = x.detach().double().requires_grad_()
+    y_ref = ash_reference(x64, z64, a64, dims=dims, leak=leak)
+    want = torch.autograd.grad(y_ref, (x64, z64, a64), g.double())
+    torch.testing.assert_close(y.double(), y_ref, rtol=1e-5, atol=1e-5)
+    for gg, ww in zip(got, want, strict=True):
+        assert gg.dtype == torch.float32 and gg.shape == ww.shape
+        torch.testing.assert_close(gg.double(), ww, rtol=1e-4, atol=1e-4)
+    assert torch.equal(x.detach(), x_before) and torch.equal(g, g_before)
+
+
 def test_gradient_flows_through_the_statistics() -> None:
     # Dropping the statistics' gradient would give a different dx: make sure it is there.
     x = torch.randn(2, 50, dtype=D64, requires_grad=True)

@@ -122,11 +122,42 @@ def _as_param(p: Scalar, x: torch.Tensor, name: str) -> torch.Tensor:
     return torch.tensor(float(p), dtype=dtype, device=x.device)
 
 
+def _centred_stats(
+    x: torch.Tensor, dims: tuple[int, ...], eps: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(μ, σ, x − μ)`` with ``σ = √(var + eps)``, the population variance over ``dims``.
+
+    Two vectorised passes (the mean, then the norm of the centred values); ``torch.var_mean``'s
+    Welford loop is about 15× slower on CPU for a 32×64×32×32 input.
+    """
+    mu = x.mean(dims, keepdim=True)
+    centred = x - mu
+    count = math.prod(x.shape[d] for d in dims)
+    norm = torch.linalg.vector_norm(centred, dim=dims, keepdim=True)
+    return mu, torch.sqrt(norm * norm / count + eps), centred
+
+
 def _stats(
     x: torch.Tensor, dims: tuple[int, ...], eps: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    var, mu = torch.var_mean(x, dim=dims, correction=0, keepdim=True)
-    return mu, torch.sqrt(var + eps)
+    mu, sigma, _ = _centred_stats(x, dims, eps)
+    return mu, sigma
+
+
+#: |t| bound of the eager sigmoid: exp(±80) stays a normal float32 (no subnormal slow path)
+_SIGMOID_CLAMP = 80.0
+
+
+def _sigmoid_(t: torch.Tensor) -> torch.Tensor:
+    """``sigmoid(t)`` computed in place in ``t`` (which must be a temporary).
+
+    float32: ``1 / (1 + exp(−t))`` at ``clamp(t, ±80)``, about 2.5× faster than
+    ``torch.sigmoid`` on CPU; the clamp changes the result only where it is below ``2e-35``
+    (absolute). float64: ``torch.sigmoid_``.
+    """
+    if t.dtype != torch.float32:
+        return t.sigmoid_()
+    return t.clamp_(-_SIGMOID_CLAMP, _SIGMOID_CLAMP).neg_().exp_().add_(1.0).reciprocal_()
 
 
 def _sum_to(g: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -169,10 +200,11 @@ class _ASHFunction(torch.autograd.Function):
         else:
             cdt = _compute_dtype(x, z, alpha)
             xc, zc, ac = x.to(cdt), z.to(cdt), alpha.to(cdt)
-            mu, sigma = _stats(xc, dims, eps)
-            s = torch.sigmoid(2 * ac * (xc - mu - zc * sigma))
-            gate = s if leak == 0.0 else torch.add(s, 1.0 - s, alpha=leak)  # leak + (1-leak)·s
-            out = (xc * gate).to(x.dtype)
+            mu, sigma, centred = _centred_stats(xc, dims, eps)
+            s = _sigmoid_(centred.sub_(zc * sigma).mul_(2 * ac))  # gate argument t, in place
+            if leak != 0.0:
+                s.mul_(1.0 - leak).add_(leak)  # leak + (1-leak)·s
+            out = s.mul_(xc).to(x.dtype)
         ctx.save_for_backward(x, mu, sigma, z, alpha)
         ctx.dims, ctx.leak = dims, leak
         return out
@@ -189,26 +221,33 @@ class _ASHFunction(torch.autograd.Function):
                 return (*grads, None, None, None)
         cdt = mu.dtype
         xc, zc, ac, g = x.to(cdt), z.to(cdt), alpha.to(cdt), grad.to(cdt)
+        # temporaries are updated in place (once_differentiable: no graph is recorded here)
         centred = xc - mu
         u = centred - zc * sigma  # x − μ − zσ
-        s = torch.sigmoid(2 * ac * u)
-        ds = s * (1 - s)
+        s = _sigmoid_(u * (2 * ac))
+        ds = torch.rsub(s, 1.0).mul_(s)  # s(1 − s)
         if leak != 0.0:
-            ds = ds * (1.0 - leak)
-            s = torch.add(s, 1.0 - s, alpha=leak)
-        q = g * xc * ds  # ∂L/∂t
-        aq = ac * q  # α·q
+            ds.mul_(1.0 - leak)
+            s.mul_(1.0 - leak).add_(leak)
+        q = ds.mul_(g).mul_(xc)  # ∂L/∂t
         gx = gz = ga = None
         if ctx.needs_input_grad[2]:
-            ga = _sum_to(2 * q * u, alpha)
+            ga = _sum_to(u.mul_(q), alpha).mul_(2)
+        aq = q.mul_(ac)  # α·q, in q's buffer
+        aq_sum = aq.sum(dims, keepdim=True)  # per sample: Σ_D α q
         if ctx.needs_input_grad[1]:
-            gz = _sum_to(-2 * aq * sigma, z)
+            if z.numel() == 1 and sigma.shape == aq_sum.shape:  # σ constant over dims
+                gz = (aq_sum * sigma).sum().mul_(-2).reshape(z.shape).to(z.dtype)
+            else:
+                gz = _sum_to(aq * sigma, z).mul_(-2)
         if ctx.needs_input_grad[0]:
             n = math.prod(x.shape[d] for d in dims)
-            d_mu = -2 * aq.sum(dims, keepdim=True)
-            d_sigma = -2 * (aq * zc).sum(dims, keepdim=True)
-            gx = g * s + 2 * aq + d_mu / n + centred * (d_sigma / (n * sigma))
-            gx = gx.to(x.dtype)
+            d_mu = aq_sum.mul_(-2)
+            # ∂L/∂σ = −2 Σ_D α z q; a scalar z factors out of the sum already taken for μ
+            d_sigma = (d_mu * zc if zc.numel() == 1
+                       else (aq * zc).sum(dims, keepdim=True).mul_(-2))
+            gx = s.mul_(g).add_(aq, alpha=2.0).add_(d_mu / n)
+            gx = gx.add_(centred.mul_(d_sigma / (n * sigma))).to(x.dtype)
         return gx, gz, ga, None, None, None
 
 
