@@ -350,19 +350,28 @@ class _AGCActMean(torch.autograd.Function):
         size = y[0, 0].numel()
         yc, g = y.to(cdt), grad.to(cdt)
         lc, bc = lam.to(cdt), beta.to(cdt)
-        positive = yc > 0
-        gu = torch.where(positive, g, g * slope)
+        # gu = g where y > 0, slope·g elsewhere: the activation's own backward kernels (one
+        # pass; torch.where with a scaled copy is ~6x slower on CPU)
+        if slope == 0.0:
+            gu = torch.ops.aten.threshold_backward(g, yc, 0.0)
+        else:
+            gu = torch.ops.aten.leaky_relu_backward(g, yc, slope, True)
         gu_sum = gu.sum(sp)  # (N, C)
         gh = gl = gg = gb = None
         if ctx.needs_input_grad[0]:
-            mean_gu = _view_nc(gu_sum / size, nd)
-            gh = ((gu - _view(lc, nd) * mean_gu) * _view(gs, nd)).to(h_dtype)
+            # γ̃ gu − γ̃ λ mean_sp(gu): one broadcast multiply-add
+            shift = _view_nc(-(gs * lc) * (gu_sum / size), nd)
+            gh = torch.addcmul(shift, gu, _view(gs, nd)).to(h_dtype)
         mg = (m * gu_sum).sum(0)
         if ctx.needs_input_grad[1]:
             gl = (-gs * mg).to(lam.dtype)
         if ctx.needs_input_grad[2]:
-            u = yc if slope == 0.0 else torch.where(positive, yc, yc / slope)
-            gg = ((gu * (u - _view(bc, nd))).sum((0, *sp)) / gs).to(gamma_dtype)
+            # u = y where y > 0, y / slope elsewhere (ReLU: u = y, since gu = 0 where y = 0),
+            # written as leaky_relu_backward(y, y, 1/slope); Σ gu (u − β) = Σ gu u − β Σ gu
+            u = yc if slope == 0.0 else torch.ops.aten.leaky_relu_backward(yc, yc, 1.0 / slope,
+                                                                            True)
+            gu_u = (gu * u).sum(sp).sum(0)  # (C,)
+            gg = ((gu_u - bc * gu_sum.sum(0)) / gs).to(gamma_dtype)
         if ctx.needs_input_grad[3]:
             gb = gu_sum.sum(0).to(beta.dtype)
         return gh, gl, gg, gb, None, None
