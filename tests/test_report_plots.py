@@ -276,6 +276,7 @@ def test_run_figures_content(layer_runs, norm_runs):
 def test_segmentation_runs(tmp_path):
     from test_report_fixtures import add_run, connect, fake_history
 
+    tmp_path.mkdir(parents=True, exist_ok=True)
     con = connect(tmp_path / "seg.sqlite")
     for norm, acc in (("bn", 0.7), ("agc", 0.8)):
         for seed in range(2):
@@ -304,3 +305,47 @@ def test_plot_errors(layer_runs):
         plots.plot_agc_lambda(layer_runs)
     with pytest.raises(ValueError, match="no config key named 'momentum'"):
         plots.plot_norm_grid(layer_runs, row_axis="momentum")
+
+
+def _segnet_agc_runs(tmp_path, model="segnet", n_layers=3):
+    from test_report_fixtures import add_run, connect, fake_history
+
+    # the store sorts JSON keys, so decoder.* comes before encoder.* in the history
+    names = sorted([f"encoder.{i}.convs.0.norm" for i in range(n_layers)]
+                   + [f"decoder.{i}.convs.0.norm" for i in range(n_layers)])
+    stats = {name: {"lambda": 1.0 + 0.01 * i} for i, name in enumerate(names)}
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    con = connect(tmp_path / "seg.sqlite")
+    for seed in range(2):
+        add_run(con, study="seg", dataset="synthetic_shapes", model=model, act="relu",
+                norm="agc", seed=seed, config={"model_kwargs": {"width": 0.125}},
+                history=fake_history(0.8, layer_stats=stats, segmentation=True))
+    con.commit()
+    con.close()
+    return load_runs(tmp_path / "seg.sqlite")
+
+
+def test_layer_stats_are_ordered_by_depth_in_the_rebuilt_model(tmp_path):
+    runs = _segnet_agc_runs(tmp_path)
+    assert list(runs[0].history[0]["layer_stats"])[0].startswith("decoder")
+    order = [k.split("/")[0] for k in layer_stat_curves(runs, "lambda")]
+    assert order == ["encoder.0.convs.0.norm", "encoder.1.convs.0.norm",
+                     "encoder.2.convs.0.norm", "decoder.0.convs.0.norm",
+                     "decoder.1.convs.0.norm", "decoder.2.convs.0.norm"]
+
+
+def test_layer_stats_keep_the_logged_order_for_an_unknown_model(tmp_path):
+    runs = _segnet_agc_runs(tmp_path, model="not_a_model")
+    order = [k.split("/")[0] for k in layer_stat_curves(runs, "lambda")]
+    assert order == sorted(order) and order[0].startswith("decoder")
+
+
+def test_many_modules_get_a_colour_bar_instead_of_a_legend(tmp_path):
+    few = plots.plot_agc_lambda(_segnet_agc_runs(tmp_path / "a", n_layers=3))
+    assert len(few.axes) == 1 and few.axes[0].get_legend() is not None
+    many = plots.plot_agc_lambda(_segnet_agc_runs(tmp_path / "b", n_layers=6))
+    data_axes = [ax for ax in many.axes if ax.get_lines()]
+    assert len(data_axes) == 1 and len(data_axes[0].get_lines()) == 12
+    assert data_axes[0].get_legend() is None
+    bar = [ax for ax in many.axes if ax not in data_axes]
+    assert len(bar) == 1 and "by depth" in bar[0].get_ylabel()

@@ -241,13 +241,50 @@ def epochs_to_reach(
 # ----------------------------------------------------------------------------------------------
 # layer statistics
 # ----------------------------------------------------------------------------------------------
+_MODULE_ORDER: dict[str, list[str] | None] = {}
+
+
+def module_order(run: RunRecord) -> list[str] | None:
+    """Names of the run's model modules in definition (forward) order, or None when the model
+    cannot be rebuilt here. The store keeps layer stats with sorted keys, which puts e.g. a
+    SegNet's ``decoder.*`` before its ``encoder.*``; rebuilding the model (same name, act, norm
+    and model options; class count and input channels do not change the module names)
+    recovers the depth order. Cached per configuration."""
+    cfg = run.config
+    key = g._canon({k: cfg.get(k) for k in ("model", "model_kwargs", "act", "act_kwargs",
+                                                    "norm", "norm_kwargs")})
+    if key not in _MODULE_ORDER:
+        _MODULE_ORDER[key] = None
+        try:
+            from actlab.models import create_model
+            from actlab.registry import act_factory, norm_factory
+
+            act = cfg.get("act", "relu")
+            if cfg.get("act_kwargs"):
+                act = act_factory(act, **cfg["act_kwargs"])
+            norm = cfg.get("norm", "bn")
+            if cfg.get("norm_kwargs"):
+                norm = norm_factory(norm, **cfg["norm_kwargs"])
+            for channels in (3, 1):
+                try:
+                    model = create_model(cfg["model"], act=act, norm=norm, num_classes=10,
+                                         in_channels=channels, **(cfg.get("model_kwargs") or {}))
+                except Exception:  # noqa: BLE001 - any failure: fall back to the logged order
+                    continue
+                _MODULE_ORDER[key] = [name for name, _ in model.named_modules()]
+                break
+        except Exception:  # noqa: BLE001
+            pass
+    return _MODULE_ORDER[key]
+
+
 def layer_stat_curves(
     runs: Sequence[RunRecord],
     suffix: str,
 ) -> dict[str, Curve]:
     """``{"module/stat": Curve}`` over ``runs`` for every logged layer stat whose name ends in
-    ``suffix`` (e.g. ``"lambda"`` for AGC, ``"z"`` or ``"active_fraction"`` for ASH), in the
-    order the modules appear in the history."""
+    ``suffix`` (e.g. ``"lambda"`` for AGC, ``"z"`` or ``"active_fraction"`` for ASH), ordered
+    by depth in the model (:func:`module_order`), else in the order of the history."""
     names: list[tuple[str, str]] = []
     for r in runs:
         for rec in r.history:
@@ -255,6 +292,10 @@ def layer_stat_curves(
                 for stat in stats:
                     if stat.endswith(suffix) and (module, stat) not in names:
                         names.append((module, stat))
+    order = module_order(runs[0]) if runs and names else None
+    if order:
+        rank = {name: i for i, name in enumerate(order)}
+        names.sort(key=lambda ms: rank.get(ms[0], len(rank)))
     out = {}
     for module, stat in names:
         series = []

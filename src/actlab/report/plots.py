@@ -579,23 +579,56 @@ def plot_layer_stats(
             f"no run logged layer stats ending in {', '.join(map(repr, suffixes))} "
             "(train with log_layer_stats=True)"
         )
-    fig, axs = _subplots(len(panels), len(suffixes))
+    # one stat: panels wrap into a grid of up to 3 columns; several: a row per panel
+    n_modules = max(len(c) for _, _, stats in panels for c in stats.values())
+    many = n_modules > _MAX_LEGEND_MODULES
+    if len(suffixes) == 1 and len(panels) > 1:
+        ncols = min(3, len(panels))
+        # (row, column, panel, stat)
+        slots = [(i // ncols, i % ncols, i, 0) for i in range(len(panels))]
+        fig, axs = _subplots(math.ceil(len(panels) / ncols), ncols)
+    else:
+        slots = [(i, k, i, k) for i in range(len(panels)) for k in range(len(suffixes))]
+        fig, axs = _subplots(len(panels), len(suffixes))
     cmap = colormaps["viridis"]
-    for row, (cell, lab, stats) in enumerate(panels):
-        for col, suffix in enumerate(suffixes):
-            ax = axs[row, col]
-            curves = stats[suffix]
-            for i, (name, curve) in enumerate(curves.items()):
-                color = cmap(i / max(1, len(curves) - 1))
-                _band(ax, curve, color, name.rsplit("/", 1)[0])
-            ax.set(title=f"{_cell_title(cell, axes)} — {lab}", xlabel="epoch", ylabel=suffix)
-            ax.grid(alpha=0.3)
-            if curves:
-                ax.legend(fontsize="x-small", title="module", title_fontsize="x-small")
-            else:
-                ax.text(0.5, 0.5, "not logged", ha="center", va="center",
-                        transform=ax.transAxes)
+    used = set()
+    for row, col, i_panel, k in slots:
+        cell, lab, stats = panels[i_panel]
+        suffix = suffixes[k]
+        ax = axs[row, col]
+        used.add((row, col))
+        curves = stats[suffix]
+        for i, (name, curve) in enumerate(curves.items()):
+            color = cmap(i / max(1, len(curves) - 1))
+            _band(ax, curve, color, name.rsplit("/", 1)[0])
+        ax.set_title(f"{_cell_title(cell, axes)} — {lab}".replace(" (", "\n(", 1),
+                     fontsize="small")
+        ax.set(xlabel="epoch", ylabel=suffix)
+        ax.grid(alpha=0.3)
+        if not curves:
+            ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes)
+        elif not many:
+            ax.legend(fontsize="x-small", title="module", title_fontsize="x-small")
+    for row in range(axs.shape[0]):
+        for col in range(axs.shape[1]):
+            if (row, col) not in used:
+                axs[row, col].set_visible(False)
+    if many:  # a colour bar by depth instead of a legend of dozens of modules
+        from matplotlib.cm import ScalarMappable
+        from matplotlib.colors import Normalize
+
+        names = next(list(c) for _, _, stats in panels for c in stats.values()
+                     if len(c) == n_modules)
+        bar = fig.colorbar(ScalarMappable(Normalize(0, n_modules - 1), cmap), ax=axs,
+                           shrink=0.6, ticks=[0, n_modules - 1])
+        bar.ax.set_yticklabels([names[0].rsplit("/", 1)[0], names[-1].rsplit("/", 1)[0]],
+                               fontsize="x-small")
+        bar.set_label(f"module ({n_modules}, by depth)")
     return fig
+
+
+#: above this many modules per panel, a colour bar replaces the legend
+_MAX_LEGEND_MODULES = 10
 
 
 def plot_agc_lambda(runs: Sequence[RunRecord], **kw: Any) -> Figure:
