@@ -175,3 +175,16 @@ def _has_report_cli() -> bool:
     except ModuleNotFoundError:
         return False
     return hasattr(cli, "add_report_arguments") or hasattr(cli, "add_arguments")
+
+
+def test_data_dir_option_reaches_the_data_loader(tmp_path, capsys):
+    spec = spec_file(tmp_path, GOOD.replace('"digits"', '"mnist"').replace(
+        'model = "tiny_cnn"', 'model = "mlp"'))
+    empty = tmp_path / "no-data-here"
+    empty.mkdir()
+    assert main(run_args(tmp_path, spec, "--seeds", "0", "--acts", "relu",
+                         "--data-dir", str(empty))) == 1  # the cell failed, not the command
+    with ResultStore(tmp_path / "r.sqlite") as store:
+        (row,) = store.list(study="c")
+    assert row.status == "failed" and str(empty) in (row.error or "")
+    capsys.readouterr()

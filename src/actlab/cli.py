@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quick", action="store_true",
                      help="smoke test: first seed only, at most 2 epochs (study '<name>-quick')")
     run.add_argument("--device", help="auto, cpu, cuda or cuda:N (override the spec)")
+    run.add_argument("--data-dir", metavar="DIR",
+                     help="folder with the data sets' official files (override the spec's "
+                          "data_dir; default $ACTLAB_DATA or ~/.cache/actlab/data)")
     run.add_argument("--engine", choices=("local", "ray"), default="local")
     run.add_argument("--address", help="ray cluster address (with --engine ray)")
     run.add_argument("--dry-run", action="store_true",
@@ -131,6 +134,8 @@ def _apply_overrides(spec: Any, args: argparse.Namespace) -> Any:
         changes["name"] = f"{changes.get('name', spec.name)}-dry-run"
     if args.device:
         changes["device"] = args.device
+    if getattr(args, "data_dir", None):
+        changes["data_dir"] = str(Path(args.data_dir).expanduser())
     changes["train"] = train
     return spec.replace(**changes)
 
