@@ -363,6 +363,7 @@ class _AGCActMean(torch.autograd.Function):
             shift = _view_nc(-(gs * lc) * (gu_sum / size), nd)
             gh = torch.addcmul(shift, gu, _view(gs, nd)).to(h_dtype)
         mg = (m * gu_sum).sum(0)
+        gu_total = gu_sum.sum(0)  # (C,): Σ gu
         if ctx.needs_input_grad[1]:
             gl = (-gs * mg).to(lam.dtype)
         if ctx.needs_input_grad[2]:
@@ -371,9 +372,9 @@ class _AGCActMean(torch.autograd.Function):
             u = yc if slope == 0.0 else torch.ops.aten.leaky_relu_backward(yc, yc, 1.0 / slope,
                                                                             True)
             gu_u = (gu * u).sum(sp).sum(0)  # (C,)
-            gg = ((gu_u - bc * gu_sum.sum(0)) / gs).to(gamma_dtype)
+            gg = ((gu_u - bc * gu_total) / gs).to(gamma_dtype)
         if ctx.needs_input_grad[3]:
-            gb = gu_sum.sum(0).to(beta.dtype)
+            gb = gu_total.to(beta.dtype)
         return gh, gl, gg, gb, None, None
 
 

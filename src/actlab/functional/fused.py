@@ -220,6 +220,15 @@ def gauss_cutoff(u: Tensor) -> Tensor:
     return torch.where(q < _U2_CUTOFF, torch.exp(-q.clamp(max=_U2_CUTOFF)), 0.0)
 
 
+def gauss_cutoff_(u: Tensor) -> Tensor:
+    """:func:`gauss_cutoff` as a new tensor built with in-place steps after the first product
+    (one allocation); only where no autograd graph is recorded."""
+    q = u * u
+    far = q >= _U2_CUTOFF
+    q.clamp_(max=_U2_CUTOFF).neg_().exp_()
+    return q.masked_fill_(far, 0.0)
+
+
 def erf_and_gauss(u: Tensor, approx: bool) -> tuple[Tensor, Tensor, Tensor]:
     """``(erf(u), erfc(u), exp(−u²))``, the last cut off as in :func:`gauss_cutoff`.
 
@@ -388,7 +397,7 @@ def _ash_bwd_math(
         gz = _sum_to(-2.0 * aq * sigma, z)
     if need_x:
         count = 1
-        for d in dims:
+        for d in dims:  # a plain loop: dynamo cannot trace math.prod over a generator
             count *= x.shape[d]
         d_mu = -2.0 * aq.sum(dims, keepdim=True)
         d_sigma = -2.0 * (aq * zc).sum(dims, keepdim=True)
@@ -461,9 +470,7 @@ def _agc_bwd_math(
     cdt = m.dtype
     nd = h.dim()
     sp = tuple(range(2, nd))
-    size = 1
-    for d in sp:
-        size *= h.shape[d]
+    size = math.prod(h.shape[2:])
     g = grad.to(cdt)
     lc, gc = lam.to(cdt), gamma.to(cdt)
     g_sum = g.sum(sp)
@@ -519,9 +526,7 @@ def _agc_act_bwd_math(
     cdt = m.dtype
     nd = y.dim()
     sp = tuple(range(2, nd))
-    size = 1
-    for d in sp:
-        size *= y.shape[d]
+    size = math.prod(y.shape[2:])
     yc, g = y.to(cdt), grad.to(cdt)
     lc, bc = lam.to(cdt), beta.to(cdt)
     positive = yc > 0

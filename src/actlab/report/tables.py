@@ -290,11 +290,7 @@ def summarize_runs(
     """
     metric, axes, with_norm, hib = _prepare(runs, metric, axes, with_norm, higher_is_better)
     grouped = _group(runs, metric, axes, with_norm)
-    layers: list[str] = []
-    for r in runs:
-        lab = g.layer_label(r, with_norm)
-        if lab not in layers:
-            layers.append(lab)
+    layers = _layer_labels(runs, with_norm)
     groups = [
         GroupResult(d, m, layer, av, vals, summarize(vals.values(), confidence))
         for (d, m, av, layer), vals in grouped.items()
@@ -430,6 +426,11 @@ class WinTieLoss:
         return self.format("text")
 
 
+def _layer_labels(runs: Sequence[RunRecord], with_norm: bool) -> list[str]:
+    """Layer labels in order of first appearance."""
+    return list(dict.fromkeys(g.layer_label(r, with_norm) for r in runs))
+
+
 def _resolve_layer(name: str, layers: Sequence[str], what: str) -> str:
     if name in layers:
         return name
@@ -462,11 +463,7 @@ def win_tie_loss(
     """
     metric, axes, with_norm, hib = _prepare(runs, metric, axes, with_norm, higher_is_better)
     grouped = _group(runs, metric, axes, with_norm)
-    layers: list[str] = []
-    for r in runs:
-        lab = g.layer_label(r, with_norm)
-        if lab not in layers:
-            layers.append(lab)
+    layers = _layer_labels(runs, with_norm)
     cand = _resolve_layer(candidate, layers, "candidate")
     if baselines is None:
         bases = [lab for lab in layers if lab != cand]

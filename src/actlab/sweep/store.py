@@ -68,6 +68,14 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
+def _stored_history(con: sqlite3.Connection, cell_key: str) -> list[dict[str, Any]]:
+    """The history stored for ``cell_key``; StoreError when the cell was never started."""
+    row = con.execute("SELECT history FROM runs WHERE cell_key = ?", (cell_key,)).fetchone()
+    if row is None:
+        raise StoreError(f"no row for cell {cell_key!r}; call start() first")
+    return json.loads(row[0] or "[]")
+
+
 def _dumps(value: Any) -> str | None:
     if value is None:
         return None
@@ -336,12 +344,7 @@ class ResultStore:
         if "epoch" not in record:
             raise ValueError(f"an epoch record needs an 'epoch' key, got keys {sorted(record)}")
         with self._write() as con:
-            row = con.execute(
-                "SELECT history FROM runs WHERE cell_key = ?", (cell_key,)
-            ).fetchone()
-            if row is None:
-                raise StoreError(f"no row for cell {cell_key!r}; call start() first")
-            history = merge_history(json.loads(row[0] or "[]"), [dict(record)])
+            history = merge_history(_stored_history(con, cell_key), [dict(record)])
             con.execute(
                 "UPDATE runs SET history = ?, updated_at = ? WHERE cell_key = ?",
                 (_dumps(history), _now(), cell_key),
@@ -359,12 +362,8 @@ class ResultStore:
     ) -> None:
         """Set a cell 'done' with its final metrics; ``history`` is merged into the stored one."""
         with self._write() as con:
-            row = con.execute(
-                "SELECT history FROM runs WHERE cell_key = ?", (cell_key,)
-            ).fetchone()
-            if row is None:
-                raise StoreError(f"no row for cell {cell_key!r}; call start() first")
-            merged = merge_history(json.loads(row[0] or "[]"), [dict(r) for r in history or []])
+            merged = merge_history(_stored_history(con, cell_key),
+                                   [dict(r) for r in history or []])
             con.execute(
                 "UPDATE runs SET status = 'done', metrics = ?, history = ?, wall_time = ?, "
                 "peak_mem_mb = ?, error = NULL, updated_at = ? WHERE cell_key = ?",
