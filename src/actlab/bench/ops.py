@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from actlab.bench.measure import Timing, saved_tensor_bytes, time_interleaved
-from actlab.functional import fused
+from actlab.functional import backends as layer_backend
 from actlab.functional.agc import agc_reference
 from actlab.functional.ash import ash_reference
 from actlab.functional.sau import sau_reference
@@ -215,19 +215,19 @@ def _calls(p: _Prepared) -> dict[str, tuple[Callable[[], object] | None, Callabl
     module, x, grad, name = p.module, p.x, p.grad, p.case.backend
 
     def fwd() -> None:
-        with fused.backend(name), torch.no_grad():
+        with layer_backend.backend(name), torch.no_grad():
             module(x)
 
     def setup() -> torch.Tensor:
-        with fused.backend(name):
+        with layer_backend.backend(name):
             return module(x)
 
     def bwd(out: torch.Tensor) -> None:
-        with fused.backend(name):
+        with layer_backend.backend(name):
             out.backward(grad)
 
     def fwd_bwd() -> None:
-        with fused.backend(name):
+        with layer_backend.backend(name):
             module(x).backward(grad)
 
     return {"fwd": (None, fwd), "bwd": (setup, bwd), "total": (None, fwd_bwd)}
@@ -255,18 +255,18 @@ def run_ops(
             block = [_prepare(c, shape, dtype, device) for c in cases]
             calls: dict[str, tuple[Callable[[], object] | None, Callable[..., object]]] = {}
             for p in block:
-                failures = len(fused.compile_failures())
+                failures = len(layer_backend.compile_failures())
                 for kind, call in _calls(p).items():
                     call[1]() if call[0] is None else call[1](call[0]())  # warm-up / compile
                     calls[f"{p.case.name}/{kind}"] = call
-                if len(fused.compile_failures()) > failures:
+                if len(layer_backend.compile_failures()) > failures:
                     p.case = replace(p.case, note="COMPILE FAILED: eager")
             if progress:
                 print(f"timing {len(block)} cases at {shape} {dtype} ...", flush=True)
             timings = time_interleaved(calls, repeats=repeats, device=device)
             for p in block:
                 params = tuple(p.module.parameters())
-                with fused.backend(p.case.backend):
+                with layer_backend.backend(p.case.backend):
                     saved = saved_tensor_bytes(lambda p=p: p.module(p.x), exclude=params)
                 results.append(OpResult(
                     p.case.name, p.case.reference, shape, str(dtype).replace("torch.", ""),

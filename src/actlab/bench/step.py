@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from actlab.bench.measure import Timing, saved_tensor_bytes, synchronize, time_interleaved
-from actlab.functional import fused
+from actlab.functional import backends as layer_backend
 from actlab.models import small_resnet
 from actlab.nn.agc import AGC, AGCAct
 from actlab.nn.ash import ASH
@@ -160,7 +160,7 @@ def run_step(
 
         def step(model: nn.Module = model, opt: torch.optim.Optimizer = opt,
                  backend: str = config.backend) -> None:
-            with fused.backend(backend):
+            with layer_backend.backend(backend):
                 opt.zero_grad(set_to_none=True)
                 F.cross_entropy(model(x), y).backward()
                 opt.step()
@@ -178,7 +178,7 @@ def run_step(
     for config in configs:
         model = models[config.name]
         params = tuple(model.parameters())
-        with fused.backend(config.backend):
+        with layer_backend.backend(config.backend):
             saved = saved_tensor_bytes(lambda m=model: F.cross_entropy(m(x), y), exclude=params)
             peak = None
             if device.startswith("cuda"):

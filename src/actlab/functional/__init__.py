@@ -12,7 +12,7 @@
 
 from actlab.functional.agc import agc, agc_act, agc_act_reference, agc_reference, scaled_lr
 from actlab.functional.ash import ash, ash_reference, ash_topk, z_from_k
-from actlab.functional.fused import backend, get_backend, set_backend
+from actlab.functional.backends import backend, get_backend, set_backend
 from actlab.functional.sau import FORMULAS, sau, sau_reference
 from actlab.functional.smoothing import (
     KERNELS,

@@ -43,16 +43,24 @@ been verified on a GPU in this project.
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
-import types
-import warnings
-from collections.abc import Callable, Iterator
-from typing import Any
 
 import torch
 from torch import Tensor
+
+from actlab.functional._common import compute_dtype, sum_to
+from actlab.functional.backends import (  # noqa: F401 - re-exported while layers move out
+    AUTO_MIN_NUMEL,
+    BACKENDS,
+    _initial_backend,
+    backend,
+    compile_failures,
+    get_backend,
+    reset_compiled,
+    run_compiled,
+    set_backend,
+    use_compiled,
+)
 
 __all__ = [
     "BACKENDS",
@@ -75,128 +83,8 @@ __all__ = [
     "erf_and_gauss",
 ]
 
-BACKENDS = ("eager", "compiled", "auto")
-#: smallest input (elements) for which the ``"auto"`` backend uses a compiled kernel
-AUTO_MIN_NUMEL = 1 << 16
-
-
-def _initial_backend() -> str:
-    name = os.environ.get("ACTLAB_BACKEND", "eager").strip().lower() or "eager"
-    if name not in BACKENDS:
-        warnings.warn(
-            f"ACTLAB_BACKEND={name!r} is not one of {BACKENDS}; using 'eager'", stacklevel=2
-        )
-        return "eager"
-    return name
-
-
-_backend = _initial_backend()
-
-
-def set_backend(name: str) -> None:
-    """Select ``"eager"``, ``"compiled"`` or ``"auto"`` for SAU, ASH and AGC (process-wide)."""
-    global _backend
-    if name not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
-    _backend = name
-
-
-def get_backend() -> str:
-    """The current backend name."""
-    return _backend
-
-
-@contextlib.contextmanager
-def backend(name: str) -> Iterator[None]:
-    """Context manager that selects a backend and restores the previous one on exit."""
-    previous = _backend
-    set_backend(name)
-    try:
-        yield
-    finally:
-        set_backend(previous)
-
-
-def _exporting() -> bool:
-    if torch.jit.is_tracing() or torch.jit.is_scripting():
-        return True
-    if torch.compiler.is_compiling():
-        return True
-    onnx = getattr(torch, "onnx", None)
-    return bool(onnx is not None and onnx.is_in_onnx_export())
-
-
-def use_compiled(x: Tensor) -> bool:
-    """Whether the fused compiled kernels should run for input ``x`` right now."""
-    if _backend == "eager":
-        return False
-    if _backend == "auto" and x.numel() < AUTO_MIN_NUMEL:
-        return False
-    if x.device.type not in ("cpu", "cuda"):
-        return False
-    return not _exporting()
-
-
-# ---------------------------------------------------------------------------------------------
-# lazy compilation with one cache per static configuration
-# ---------------------------------------------------------------------------------------------
-_failures: list[str] = []
-_compiled: dict[tuple[Any, ...], Callable[..., Any]] = {}
-
-
-def compile_failures() -> list[str]:
-    """Messages of the compilations that failed (after which eager math is used)."""
-    return list(_failures)
-
-
-def reset_compiled() -> None:
-    """Forget compiled kernels and failures (e.g. after changing inductor settings)."""
-    _compiled.clear()
-    _failures.clear()
-
-
-def _fresh_copy(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """A copy of ``fn`` with its own code object.
-
-    Dynamo keeps its cache of compiled graphs (and its recompilation limit) per code object; a
-    copy per static configuration keeps, e.g., the float16 kernels from evicting the float32
-    ones.
-    """
-    code = fn.__code__.replace()
-    return types.FunctionType(code, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
-
-
-def _run(fn: Callable[..., Any], key: tuple[Any, ...], *args: Any) -> Any:
-    """Run the compiled version of ``fn`` for this static ``key``; ``None`` if it failed."""
-    if _failures:
-        return None
-    full_key = (fn.__name__, *key)
-    compiled = _compiled.get(full_key)
-    if compiled is None:
-        compiled = torch.compile(_fresh_copy(fn), fullgraph=True)
-        _compiled[full_key] = compiled
-    try:
-        return compiled(*args)
-    except Exception as err:  # noqa: BLE001 - any compiler error means: use eager math
-        message = f"{fn.__name__}: {type(err).__name__}: {err}"
-        _failures.append(message)
-        warnings.warn(
-            f"actlab: compiling the fused kernel failed, using eager math from now on ({message})",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-        return None
-
-
-def _sum_to(g: Tensor, like: Tensor) -> Tensor:
-    """Sum a broadcast gradient back to ``like``'s shape and cast it to ``like``'s dtype."""
-    if g.shape != like.shape:
-        g = g.sum_to_size(like.shape)
-    return g.to(like.dtype)
-
-
-def _cdt(*tensors: Tensor) -> torch.dtype:
-    return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
+_sum_to = sum_to
+_cdt = compute_dtype
 
 
 # ---------------------------------------------------------------------------------------------
@@ -331,7 +219,7 @@ def sau_fwd(
     """Compiled SAU forward, or ``None`` when the caller should use its eager math."""
     approx = _approx_erf(x, alpha, n)
     key = (paper, zero_centred, approx, x.dtype, x.device.type)
-    return _run(_sau_fwd_math, key, x, alpha, n, paper, zero_centred, approx)
+    return run_compiled(_sau_fwd_math, key, x, alpha, n, paper, zero_centred, approx)
 
 
 def sau_bwd(
@@ -346,7 +234,7 @@ def sau_bwd(
     """Compiled SAU backward ``(gx, gα, gn)``, or ``None`` to use eager math."""
     approx = _approx_erf(x, alpha, n)
     key = (paper, zero_centred, *needs, approx, x.dtype, grad.dtype, x.device.type)
-    return _run(_sau_bwd_math, key, grad, x, alpha, n, paper, zero_centred, *needs, approx)
+    return run_compiled(_sau_bwd_math, key, grad, x, alpha, n, paper, zero_centred, *needs, approx)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -411,7 +299,7 @@ def ash_fwd(
 ) -> tuple[Tensor, Tensor, Tensor] | None:
     """Compiled ASH forward ``(out, μ, σ)``, or ``None`` to use eager math."""
     key = (dims, eps, leak, x.dtype, x.device.type)
-    return _run(_ash_fwd_math, key, x, z, alpha, dims, eps, leak)
+    return run_compiled(_ash_fwd_math, key, x, z, alpha, dims, eps, leak)
 
 
 def ash_bwd(
@@ -427,7 +315,7 @@ def ash_bwd(
 ) -> tuple[Tensor | None, Tensor | None, Tensor | None] | None:
     """Compiled ASH backward ``(gx, gz, gα)``, or ``None`` to use eager math."""
     key = (dims, leak, *needs, x.dtype, grad.dtype, x.device.type)
-    return _run(_ash_bwd_math, key, grad, x, mu, sigma, z, alpha, dims, leak, *needs)
+    return run_compiled(_ash_bwd_math, key, grad, x, mu, sigma, z, alpha, dims, leak, *needs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -551,7 +439,7 @@ def agc_fwd(
     h: Tensor, lam: Tensor, gamma: Tensor, beta: Tensor
 ) -> tuple[Tensor, Tensor] | None:
     """Compiled mean-mode AGC forward ``(y, m)``, or ``None`` to use eager math."""
-    return _run(_agc_fwd_math, (h.dtype, h.device.type), h, lam, gamma, beta)
+    return run_compiled(_agc_fwd_math, (h.dtype, h.device.type), h, lam, gamma, beta)
 
 
 def agc_bwd(
@@ -565,7 +453,7 @@ def agc_bwd(
 ) -> tuple[Tensor | None, Tensor | None, Tensor | None, Tensor | None] | None:
     """Compiled mean-mode AGC backward ``(gh, gλ, gγ, gβ)``, or ``None`` to use eager math."""
     key = (*needs, beta_dtype, h.dtype, grad.dtype, h.device.type)
-    return _run(_agc_bwd_math, key, grad, h, m, lam, gamma, beta_dtype, *needs)
+    return run_compiled(_agc_bwd_math, key, grad, h, m, lam, gamma, beta_dtype, *needs)
 
 
 def agc_act_fwd(
@@ -573,7 +461,7 @@ def agc_act_fwd(
 ) -> tuple[Tensor, Tensor, Tensor] | None:
     """Compiled fused AGC + activation forward ``(y, m, γ̃)``, or ``None``."""
     key = (slope, eps, h.dtype, h.device.type)
-    return _run(_agc_act_fwd_math, key, h, lam, gamma, beta, slope, eps)
+    return run_compiled(_agc_act_fwd_math, key, h, lam, gamma, beta, slope, eps)
 
 
 def agc_act_bwd(
@@ -589,4 +477,4 @@ def agc_act_bwd(
 ) -> tuple[Tensor | None, Tensor | None, Tensor | None, Tensor | None] | None:
     """Compiled fused AGC + activation backward ``(gh, gλ, gγ, gβ)``, or ``None``."""
     key = (slope, *dtypes, *needs, y.dtype, grad.dtype, y.device.type)
-    return _run(_agc_act_bwd_math, key, grad, y, m, lam, gs, beta, slope, *dtypes, *needs)
+    return run_compiled(_agc_act_bwd_math, key, grad, y, m, lam, gs, beta, slope, *dtypes, *needs)
