@@ -32,6 +32,7 @@ _DELEGATED: dict[str, tuple[str, list[tuple[str, str]]]] = {
                                      ("add_arguments", "run")]),
     "plot": ("actlab.report.cli", [("add_plot_arguments", "run_plot")]),
     "bench": ("actlab.bench.cli", [("add_arguments", "run")]),
+    "data": ("actlab.data.cli", [("add_arguments", "run")]),
 }
 
 
