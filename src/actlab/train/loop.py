@@ -18,7 +18,7 @@ import functools
 import math
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +30,7 @@ from actlab.train.config import TrainConfig
 from actlab.train.distributed import DistInfo, init_distributed, shard_bounds
 from actlab.train.distributed import all_reduce_sum as _all_reduce_sum
 from actlab.train.evaluate import collect_layer_stats, evaluate, tracking_activity
+from actlab.train.loggers import EpochLogger
 from actlab.train.loss import cross_entropy_parts, loss_normaliser
 from actlab.train.metrics import enet_class_weights
 from actlab.train.optim import build_optimizer, build_scheduler
@@ -172,6 +173,7 @@ def train_model(
     on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
     progress: ProgressArg = True,
     distributed: bool = False,
+    loggers: Sequence[EpochLogger] = (),
 ) -> TrainResult:
     """Train ``model`` on ``splits`` (an ``actlab.data.DatasetSplits``) as ``cfg`` says.
 
@@ -186,6 +188,8 @@ def train_model(
             ``progress(epoch, epochs, record)`` called after each epoch.
         distributed: data-parallel over the processes started by torchrun (see
             :mod:`actlab.train.distributed`); only rank 0 checkpoints, reports and logs.
+        loggers: experiment trackers (:mod:`actlab.train.loggers`): ``log_epoch(epoch,
+            record)`` after ``on_epoch``, ``close(status)`` at the end (rank 0 only).
 
     Returns:
         a :class:`TrainResult`; history records are described in the package docstring.
@@ -213,7 +217,7 @@ def train_model(
     with _determinism(cfg.deterministic, device):
         return _train(model, splits, cfg, task, num_classes, device, world,
                       None if checkpoint_path is None else os.fspath(checkpoint_path),
-                      on_epoch, progress)
+                      on_epoch, progress, loggers if world.is_main else ())
 
 
 def _train(
@@ -227,6 +231,7 @@ def _train(
     checkpoint_path: str | None,
     on_epoch: Callable[[int, dict[str, Any]], None] | None,
     progress: ProgressArg,
+    loggers: Sequence[EpochLogger] = (),
 ) -> TrainResult:
     seed_everything(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -284,6 +289,7 @@ def _train(
         )
 
     bar = EpochProgress(progress if world.is_main else False, cfg.epochs, len(history))
+    status = "interrupted"
     try:
         for epoch in range(len(history) + 1, cfg.epochs + 1):
             if diverged:
@@ -364,9 +370,17 @@ def _train(
                     })
                 if on_epoch is not None:
                     on_epoch(epoch, record)
+                for logger in loggers:
+                    logger.log_epoch(epoch, record)
                 bar.update(epoch, record)
+        status = "done"
+    except Exception:
+        status = "failed"
+        raise
     finally:
         bar.close()
+        for logger in loggers:
+            logger.close(status)
 
     return TrainResult(
         history=history,
