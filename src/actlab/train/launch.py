@@ -22,6 +22,7 @@ import functools
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -78,14 +79,22 @@ def _relay(path: Path, done: int, on_epoch: Callable[[int, dict[str, Any]], None
     return len(lines)
 
 
+_EXC_LINE = re.compile(r"^(?:\[rank(\d+)\]:\s*)?([A-Za-z_][\w.]*(?:Error|Exception)): (.+)$")
+
+
 def _last_error(log: Path) -> str:
+    """The exception a rank died with (rank 0's when several), else the log's last line."""
     try:
         lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
     except OSError:
         return "no output"
-    for ln in reversed(lines):
-        if "Error" in ln or "error" in ln:
-            return ln[:300]
+    found: list[tuple[int, str]] = []
+    for ln in lines:
+        m = _EXC_LINE.match(ln)
+        if m and m.group(1) is not None:
+            found.append((int(m.group(1)), f"rank {m.group(1)}: {m.group(2)}: {m.group(3)}"))
+    if found:
+        return min(found)[1][:300]
     return lines[-1][:300] if lines else "no output"
 
 
