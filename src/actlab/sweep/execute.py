@@ -88,10 +88,13 @@ def execute_cell(
         **config.get("model_kwargs", {}),
     )
     cfg = TrainConfig.from_dict({**config["train"], "device": runtime.get("device", "auto")})
+    extra: dict[str, Any] = {"distributed": True} if distributed else {}
     loggers = loggers_for_cell(config, runtime) if not distributed or _rank() == 0 else []
+    if loggers:
+        extra["loggers"] = loggers
     return train_model(
         model, splits, cfg, checkpoint_path=checkpoint_path, on_epoch=on_epoch, progress=False,
-        distributed=distributed, loggers=loggers,
+        **extra,
     )
 
 
