@@ -399,3 +399,12 @@ def test_download_module_is_not_imported_by_training_code() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env=env, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_missing_files_error_names_the_download_command(tmp_path: Path) -> None:
+    from actlab.data import DatasetError
+
+    with pytest.raises(DatasetError) as err:
+        load_dataset("cifar10", data_dir=tmp_path)
+    msg = str(err.value)
+    assert "\n" not in msg and f"`actlab data download cifar10 --data-dir {tmp_path}`" in msg

@@ -21,7 +21,8 @@ name                      source                  test split
 ========================  ======================  ==========================================
 
 For file-based datasets ``data_dir`` defaults to ``$ACTLAB_DATA`` or ``~/.cache/actlab/data``;
-generated and bundled datasets ignore it. Nothing is ever downloaded.
+generated and bundled datasets ignore it. Loading never downloads anything; ``actlab data
+download NAME`` (:mod:`actlab.data.download`) fetches the official files on request.
 """
 
 from __future__ import annotations
