@@ -11,9 +11,9 @@ dataset           digest and where it is published
 ================  ============================================================================
 mnist             SHA-256 of the four ``.gz`` files as served: TensorFlow Datasets'
                   ``url_checksums/mnist.txt`` and torchvision's prototype ``mnist.py`` (the
-                  same values; sizes 9,912,422 / 28,881 / 1,648,877 / 4,542 bytes). SHA-256 of the *uncompressed* IDX files: this
-                  project's ``shared/data/README.md`` (checked against the files there); both
-                  are verified.
+                  same values; sizes 9,912,422 / 28,881 / 1,648,877 / 4,542 bytes). SHA-256
+                  of the *uncompressed* IDX files: this project's ``shared/data/README.md``
+                  (checked against the files there); both are verified.
 fashion_mnist     SHA-256: TensorFlow Datasets ``url_checksums/fashion_mnist.txt`` (the same
                   values appear in torchvision's prototype datasets); the authors' README
                   publishes MD5s (``8d4fb7e6…`` for train images), which agree.
