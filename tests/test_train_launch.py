@@ -25,7 +25,7 @@ model_kwargs = {width = 8}
 acts = ["relu"]
 norms = ["none"]
 seeds = [3]
-epochs = 2
+epochs = 3
 batch_size = 31
 lr = 0.05
 momentum = 0.9
@@ -41,30 +41,6 @@ def _row(db):
     with ResultStore(db) as store:
         [row] = store.list()
     return row
-
-
-@pytest.mark.slow  # starts the launcher and two ranks: ~25 s on a loaded 2-core machine
-def test_nproc_2_equals_one_process(tmp_path, monkeypatch) -> None:
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    spec = tmp_path / "ddp.toml"
-    spec.write_text(SPEC)
-    common = ["--no-progress", "--log", "tensorboard"]
-    assert main(["run", str(spec), "--db", str(tmp_path / "one.sqlite"),
-                 "--out", str(tmp_path / "one"), *common]) == 0
-    assert main(["run", str(spec), "--db", str(tmp_path / "two.sqlite"),
-                 "--out", str(tmp_path / "two"), "--nproc", "2", *common]) == 0
-    one, two = _row(tmp_path / "one.sqlite"), _row(tmp_path / "two.sqlite")
-    assert one.cell_key == two.cell_key and two.status == "done"
-    assert [h["epoch"] for h in two.history] == [1, 2]
-    for h1, h2 in zip(one.history, two.history, strict=True):
-        for k in KEYS:
-            assert h2[k] == pytest.approx(h1[k], rel=1e-5, abs=1e-7), k
-    for k, v in one.metrics.items():
-        assert two.metrics[k] == pytest.approx(v, rel=1e-5, abs=1e-7), k
-    # the training moved (the comparison is not about an untrained model)
-    assert two.history[-1]["train_loss"] < two.history[0]["train_loss"]
-    # rank 0 alone logged: one TensorBoard run folder
-    assert len(list((tmp_path / "two" / "tensorboard" / "ddp").iterdir())) == 1
 
 
 @pytest.mark.slow  # starts the launcher and two ranks
@@ -92,3 +68,36 @@ def test_launcher_is_torch_elastic() -> None:
 def test_nproc_refuses_dry_run(tmp_path) -> None:
     with pytest.raises(SystemExit, match="--dry-run"):
         main(["run", "--dry-run", "--nproc", "2", "--out", str(tmp_path), "--no-progress"])
+
+
+@pytest.mark.slow  # two launches of two ranks: ~80 s on a loaded 2-core machine
+def test_nproc_2_equals_one_process_also_across_an_interruption(tmp_path, monkeypatch) -> None:
+    from actlab.sweep.runner import FAULT_ENV
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    spec = tmp_path / "ddp.toml"
+    spec.write_text(SPEC)
+    common = ["run", str(spec), "--no-progress", "--log", "tensorboard"]
+    ref_db, db, out = tmp_path / "one.sqlite", tmp_path / "two.sqlite", tmp_path / "two"
+    assert main([*common, "--db", str(ref_db), "--out", str(tmp_path / "one")]) == 0
+    one = _row(ref_db)
+    # 2 ranks; the cell fails when epoch 1 reaches the store: the ranks are stopped and
+    # rank 0's checkpoint stays behind
+    monkeypatch.setenv(FAULT_ENV, f"{one.cell_key[:12]}@1")
+    assert main([*common, "--db", str(db), "--out", str(out), "--nproc", "2"]) == 1
+    assert _row(db).status == "failed" and list((out / "checkpoints").glob("*.pt"))
+    # run again: resumed from the checkpoint, again with 2 ranks
+    monkeypatch.delenv(FAULT_ENV)
+    assert main([*common, "--db", str(db), "--out", str(out), "--nproc", "2"]) == 0
+    two = _row(db)
+    assert one.cell_key == two.cell_key and two.status == "done"
+    assert [h["epoch"] for h in two.history] == [1, 2, 3]
+    for h1, h2 in zip(one.history, two.history, strict=True):
+        for k in KEYS:
+            assert h2[k] == pytest.approx(h1[k], rel=1e-5, abs=1e-7), k
+    for k, v in one.metrics.items():
+        assert two.metrics[k] == pytest.approx(v, rel=1e-5, abs=1e-7), k
+    # the training moved (the comparison is not about an untrained model)
+    assert two.history[-1]["train_loss"] < two.history[0]["train_loss"]
+    # rank 0 alone logged: one TensorBoard run folder
+    assert len(list((out / "tensorboard" / "ddp").iterdir())) == 1

@@ -61,6 +61,17 @@ def prepare_run(
     return list(cells), executor
 
 
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    """Linux: the launcher gets SIGTERM when the process that started it dies (even by
+    kill -9), and torch's launcher then stops its ranks: no orphans keep training."""
+    import contextlib
+    import ctypes
+    import signal
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def launcher_command(nproc: int, job: str | os.PathLike[str]) -> list[str]:
     """The command that starts ``nproc`` ranks of :func:`main` on ``job``."""
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1",
@@ -116,8 +127,10 @@ def execute_cell_ddp(
     log = work / "launcher.log"
     ok = False
     with log.open("wb") as out:
-        proc = subprocess.Popen(launcher_command(nproc, job), stdout=out,
-                                stderr=subprocess.STDOUT, cwd=os.getcwd())
+        proc = subprocess.Popen(
+            launcher_command(nproc, job), stdout=out, stderr=subprocess.STDOUT, cwd=os.getcwd(),
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        )
         try:
             relayed = 0
             while proc.poll() is None:
