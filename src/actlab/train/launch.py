@@ -120,7 +120,9 @@ def execute_cell_ddp(
     """An executor (see ``actlab.sweep.execute``) training the cell with ``nproc`` processes."""
     from actlab.train.loop import TrainResult
 
-    work = Path(tempfile.mkdtemp(prefix="actlab-ddp-"))
+    # beside the checkpoint (the run's out folder), kept with its log when the cell fails
+    where = None if checkpoint_path is None else Path(checkpoint_path).parent
+    work = Path(tempfile.mkdtemp(prefix="ddp-", dir=where))
     job = work / "job.json"
     job.write_text(json.dumps({"config": config, "runtime": runtime,
                                "checkpoint_path": checkpoint_path}), encoding="utf-8")
