@@ -32,6 +32,7 @@ _DELEGATED: dict[str, tuple[str, list[tuple[str, str]]]] = {
                                      ("add_arguments", "run")]),
     "plot": ("actlab.report.cli", [("add_plot_arguments", "run_plot")]),
     "bench": ("actlab.bench.cli", [("add_arguments", "run")]),
+    "data": ("actlab.data.cli", [("add_arguments", "run")]),
 }
 
 
@@ -96,6 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="keep each cell's checkpoint after it is done")
     run.add_argument("--check", action="store_true",
                      help="validate the spec and print its cells; run nothing")
+    # ---- data at scale / tracking (actlab.train.launch, actlab.train.loggers) ----------------
+    run.add_argument("--log", action="append", choices=("tensorboard", "mlflow"), default=[],
+                     help="also send per-epoch metrics to TensorBoard (<out>/tensorboard) or "
+                          "MLflow (<out>/mlflow.db or $MLFLOW_TRACKING_URI); repeatable")
+    run.add_argument("--nproc", type=_positive_int, default=1,
+                     help="train each cell data-parallel over N processes (torch's elastic "
+                          "launcher; gloo on CPU, nccl on CUDA)")
 
     lst = sub.add_parser("list", help="list registered models, layers, datasets or specs")
     lst.add_argument("what", nargs="?", default="all",
@@ -155,6 +163,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     db = Path(args.db) if args.db else (out / "dry-run.sqlite" if args.dry_run
                                         else Path(DEFAULT_DB))
     executor = "actlab.sweep.simulate:simulate_cell" if args.dry_run else None
+    if args.log or args.nproc > 1:  # data at scale / tracking
+        from actlab.train.launch import prepare_run
+
+        cells, executor = prepare_run(cells, executor, log=args.log, nproc=args.nproc, out=out)
     models = "|".join(spec.grid.get("model", (spec.model,)))
     datasets = "|".join(spec.grid.get("dataset", (spec.dataset,)))
     header = (f"study {spec.name!r}: {models} on {datasets}, {len(cells)} cells "

@@ -1,8 +1,8 @@
 """Datasets and augmentations: ``load_dataset(name, data_dir=None, val_fraction=0.1, seed=0)``.
 
 Bundled / generated (no files needed): ``digits``, ``mnist1d``, ``synthetic_shapes``.
-Read from the official on-disk formats in ``data_dir`` (never downloaded): ``mnist``,
-``fashion_mnist``, ``cifar10``, ``cifar100``, ``svhn``, ``tiny_imagenet``.
+Read from the official on-disk formats in ``data_dir`` (fetched only by ``actlab data
+download``): ``mnist``, ``fashion_mnist``, ``cifar10``, ``cifar100``, ``svhn``, ``tiny_imagenet``.
 
     >>> import torch
     >>> from actlab.data import load_dataset, build_augment

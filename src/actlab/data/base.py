@@ -37,9 +37,10 @@ class DatasetSplits:
         name: registry name of the dataset (``"cifar10"``, ...).
         task: ``"classification"`` (targets ``(N,)`` int64) or ``"segmentation"`` (targets
             ``(N, H, W)`` int64 label maps).
-        train, val, test: ``TensorDataset(inputs, targets)``; inputs are float tensors of shape
-            ``(N, *input_shape)``. ``val`` is carved from the official training data, never
-            from the test data.
+        train, val, test: ``TensorDataset(inputs, targets)`` (or, loaded with ``stream=True``,
+            :class:`actlab.data.stream.SourceDataset` read per sample); inputs are float
+            tensors of shape ``(N, *input_shape)``. ``val`` is carved from the official
+            training data, never from the test data.
         num_classes: number of classes (including background for segmentation).
         in_channels: ``input_shape[0]``.
         input_shape: ``(C, H, W)`` for images, ``(C, L)`` for sequences.

@@ -3,7 +3,8 @@
 Every builder has the signature ``builder(data_dir=None, val_fraction=0.1, seed=0, *,
 <dataset options>, **common) -> DatasetSplits`` where ``common`` are the pipeline options of
 :func:`actlab.data.prepare.prepare_splits`: ``max_train``, ``max_val``, ``max_test``,
-``normalize`` (default True) and ``dtype`` (default ``torch.float32``).
+``normalize`` (default True), ``dtype`` (default ``torch.float32``) and ``stream`` (default
+False: splits held in memory; True: read per sample, see :mod:`actlab.data.stream`).
 
 ========================  ======================  ==========================================
 name                      source                  test split
@@ -20,7 +21,8 @@ name                      source                  test split
 ========================  ======================  ==========================================
 
 For file-based datasets ``data_dir`` defaults to ``$ACTLAB_DATA`` or ``~/.cache/actlab/data``;
-generated and bundled datasets ignore it. Nothing is ever downloaded.
+generated and bundled datasets ignore it. Loading never downloads anything; ``actlab data
+download NAME`` (:mod:`actlab.data.download`) fetches the official files on request.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ __all__ = ["load_dataset", "list_datasets", "COMMON_OPTIONS", "dataset_options"]
 PathLike = str | os.PathLike[str] | None
 
 #: Options every builder accepts (forwarded to ``prepare_splits``).
-COMMON_OPTIONS = ("max_train", "max_val", "max_test", "normalize", "dtype")
+COMMON_OPTIONS = ("max_train", "max_val", "max_test", "normalize", "dtype", "stream")
 
 DIGIT_NAMES = [str(i) for i in range(10)]
 FASHION_MNIST_CLASSES = [

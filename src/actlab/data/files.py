@@ -44,6 +44,11 @@ def find_root(
         if any((d / m).is_file() for m in marker):
             return d
     first = root / subdirs[0] / marker[0] if subdirs[0] else root / marker[0]
+    from actlab.data.checksums import SOURCES  # the table only; nothing is downloaded here
+
+    if dataset in SOURCES:
+        where = "" if data_dir is None else f" --data-dir {root}"
+        hint += f"; `actlab data download {dataset}{where}` fetches it"
     raise DatasetError(f"{dataset}: missing file {first} (expected {expected}){hint}")
 
 

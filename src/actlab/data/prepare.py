@@ -18,7 +18,8 @@ statistics are built in chunks, without a float64 copy of the whole set.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +30,8 @@ from torch.utils.data import TensorDataset
 from actlab.data.base import DatasetSplits, Task
 from actlab.data.split import fraction_to_size, split_indices
 
-__all__ = ["Source", "prepare_splits", "channel_stats", "TEST_SEED", "resolve_dtype"]
+__all__ = ["Source", "prepare_splits", "channel_stats", "chunked_channel_stats", "TEST_SEED",
+           "resolve_dtype"]
 
 #: Seed of the test carve for datasets without an official test split (never varies).
 TEST_SEED = 1_234_567
@@ -53,10 +55,52 @@ class Source:
     def from_arrays(cls, inputs: np.ndarray, targets: np.ndarray) -> Source:
         if len(inputs) != len(targets):
             raise ValueError(f"{len(inputs)} inputs but {len(targets)} targets")
-        return cls(np.asarray(targets), lambda idx: inputs[idx])
+        return cls(np.asarray(targets), ArrayFetch(inputs))
+
+    @classmethod
+    def from_npy(cls, path: str | os.PathLike[str], targets: np.ndarray) -> Source:
+        """Inputs in a ``.npy`` file ``(N, C, *spatial)``, memory-mapped: only the rows asked
+        for are read (each process maps the file itself, so it pickles as its path)."""
+        fetch = NpyFetch(path)
+        if fetch.shape[0] != len(targets):
+            raise ValueError(f"{path}: {fetch.shape[0]} inputs but {len(targets)} targets")
+        return cls(np.asarray(targets), fetch)
 
     def __len__(self) -> int:
         return len(self.targets)
+
+
+class ArrayFetch:
+    """``fetch(idx) = inputs[idx]`` for an in-memory array (a picklable callable)."""
+
+    def __init__(self, inputs: np.ndarray) -> None:
+        self.inputs = inputs
+
+    def __call__(self, idx: np.ndarray) -> np.ndarray:
+        return self.inputs[idx]
+
+
+class NpyFetch:
+    """``fetch(idx)`` = rows of a memory-mapped ``.npy`` file, opened lazily per process."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        self._array: np.ndarray | None = None
+        self.shape = self._open().shape
+
+    def _open(self) -> np.ndarray:
+        if self._array is None:
+            self._array = np.load(self.path, mmap_mode="r")
+        return self._array
+
+    def __call__(self, idx: np.ndarray) -> np.ndarray:
+        order = np.argsort(idx, kind="stable")  # read the file front to back
+        out = np.empty((len(idx), *self.shape[1:]), dtype=self._open().dtype)
+        out[order] = self._open()[np.asarray(idx)[order]]
+        return out
+
+    def __getstate__(self) -> dict:
+        return {"path": self.path, "shape": self.shape, "_array": None}
 
 
 def resolve_dtype(dtype: torch.dtype | str) -> torch.dtype:
@@ -81,18 +125,31 @@ def channel_stats(x: torch.Tensor, chunk: int = _CHUNK) -> tuple[np.ndarray, np.
     """
     if len(x) == 0:
         raise ValueError("cannot compute statistics of an empty training split")
-    work = torch.float64 if x.dtype == torch.float64 else torch.float32
-    dims = (0, *range(2, x.dim()))
-    view = (1, -1, *([1] * (x.dim() - 2)))
-    shift_w = x[:chunk].to(torch.float64).mean(dim=dims).to(work).view(view)
-    shift = shift_w.reshape(-1).to(torch.float64)  # the shift actually subtracted
-    s1 = torch.zeros_like(shift)
-    s2 = torch.zeros_like(shift)
-    for start in range(0, len(x), chunk):
-        d = x[start : start + chunk].to(work) - shift_w
+    return chunked_channel_stats(x[start : start + chunk] for start in range(0, len(x), chunk))
+
+
+def chunked_channel_stats(chunks: Iterable[torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`channel_stats` of the concatenation of ``chunks`` without concatenating them
+    (the first chunk's mean is the shift), so a streamed split gets the same numbers as the
+    in-memory tensor cut into the same chunks."""
+    s1 = s2 = shift = shift_w = None
+    count = 0
+    work = torch.float32
+    for part in chunks:
+        if shift_w is None:
+            work = torch.float64 if part.dtype == torch.float64 else torch.float32
+            dims = (0, *range(2, part.dim()))
+            view = (1, -1, *([1] * (part.dim() - 2)))
+            shift_w = part.to(torch.float64).mean(dim=dims).to(work).view(view)
+            shift = shift_w.reshape(-1).to(torch.float64)  # the shift actually subtracted
+            s1 = torch.zeros_like(shift)
+            s2 = torch.zeros_like(shift)
+        d = part.to(work) - shift_w
         s1 += d.sum(dim=dims, dtype=torch.float64)
         s2 += (d * d).sum(dim=dims, dtype=torch.float64)
-    count = x.numel() // x.shape[1]
+        count += part.numel() // part.shape[1]
+    if shift is None or count == 0:
+        raise ValueError("cannot compute statistics of an empty training split")
     m = s1 / count
     var = (s2 / count - m * m).clamp_min(0.0)
     return (shift + m).numpy(), var.sqrt().numpy()
@@ -174,12 +231,18 @@ def prepare_splits(
     dtype: torch.dtype | str = torch.float32,
     class_names: Sequence[str] | None = None,
     meta: dict[str, Any] | None = None,
+    stream: bool = False,
 ) -> DatasetSplits:
     """Run the split / subset / standardise pipeline described in the module docstring.
 
     ``seed`` controls the validation carve and the ``max_*`` subsets; the test split never
     depends on it. Integer ``seed`` values are accepted (the seed of a numpy ``default_rng``).
+    ``stream=True`` gives :class:`~actlab.data.stream.SourceDataset` splits that read each
+    sample from ``train`` / ``test`` when asked, with the same values (the statistics are
+    gathered chunk by chunk; nothing is held but labels).
     """
+    if not isinstance(stream, bool):
+        raise TypeError(f"stream must be a bool, got {stream!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise TypeError(f"seed must be an int, got {seed!r}")
     if seed < 0:
@@ -215,19 +278,35 @@ def prepare_splits(
     val_idx = _shrink(tr_targets, val_idx, max_val, seed + 2)
     test_idx = _shrink(te_targets, test_idx, max_test, TEST_SEED + 1)
 
-    tr = _materialise(train, train_idx, scale, dtype)
-    sample_shape = tuple(int(s) for s in tr.tensors[0].shape[1:])
-    splits = {
-        "train": tr,
-        "val": _materialise(train, val_idx, scale, dtype, sample_shape),
-        "test": _materialise(test_src, test_idx, scale, dtype, sample_shape),
-    }
     mean = std = None
-    if normalize:
-        mean, std = channel_stats(splits["train"].tensors[0])
-        std = np.where(std > 0, std, 1.0)
-        for ds in splits.values():
-            _standardise_(ds, mean, std)
+    if stream:
+        from actlab.data.stream import SourceDataset
+
+        sample_shape = tuple(int(s) for s in np.asarray(train.fetch(train_idx[:1])).shape[1:])
+        opts = {"scale": scale, "dtype": dtype, "sample_shape": sample_shape}
+        splits = {"train": SourceDataset(train, train_idx, **opts),
+                  "val": SourceDataset(train, val_idx, **opts),
+                  "test": SourceDataset(test_src, test_idx, **opts)}
+        if normalize:
+            mean, std = chunked_channel_stats(
+                _materialise(train, part, scale, dtype, sample_shape).tensors[0]
+                for _, part in _chunks(train_idx))
+            std = np.where(std > 0, std, 1.0)
+            for ds in splits.values():
+                ds.set_stats(mean, std)
+    else:
+        tr = _materialise(train, train_idx, scale, dtype)
+        sample_shape = tuple(int(s) for s in tr.tensors[0].shape[1:])
+        splits = {
+            "train": tr,
+            "val": _materialise(train, val_idx, scale, dtype, sample_shape),
+            "test": _materialise(test_src, test_idx, scale, dtype, sample_shape),
+        }
+        if normalize:
+            mean, std = channel_stats(splits["train"].tensors[0])
+            std = np.where(std > 0, std, 1.0)
+            for ds in splits.values():
+                _standardise_(ds, mean, std)
     info = dict(meta or {})
     info.update(
         seed=int(seed),
@@ -235,6 +314,8 @@ def prepare_splits(
         test_source="official" if test is not None else f"carved {test_fraction} (fixed seed)",
         scale=scale,
     )
+    if stream:
+        info["stream"] = True
     return DatasetSplits(
         name=name,
         task=task,

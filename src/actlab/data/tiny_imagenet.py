@@ -100,12 +100,19 @@ def _class_names(root: Path, wnids: list[str]) -> list[str]:
     return [lookup.get(w, w) for w in wnids]
 
 
+class _ImageFetch:
+    """``fetch(idx)``: decode the JPEGs at ``idx`` (a picklable callable for loader workers)."""
+
+    def __init__(self, paths: list[Path], num_workers: int | None) -> None:
+        self.paths = np.asarray(paths, dtype=object)
+        self.num_workers = num_workers
+
+    def __call__(self, idx: np.ndarray) -> np.ndarray:
+        return decode_images(list(self.paths[idx]), num_workers=self.num_workers)
+
+
 def _source(paths: list[Path], labels: list[int], num_workers: int | None) -> Source:
-    arr_paths = np.asarray(paths, dtype=object)
-    return Source(
-        np.asarray(labels, dtype=np.int64),
-        lambda idx: decode_images(list(arr_paths[idx]), num_workers=num_workers),
-    )
+    return Source(np.asarray(labels, dtype=np.int64), _ImageFetch(paths, num_workers))
 
 
 def load_tiny_imagenet(

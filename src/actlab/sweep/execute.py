@@ -45,23 +45,32 @@ def execute_cell(
     runtime: dict[str, Any],
     checkpoint_path: str | None,
     on_epoch: Callable[[int, dict[str, Any]], None] | None,
+    distributed: bool = False,
 ) -> Any:
     """Train the cell described by ``config`` (see ``actlab.sweep.grid``); returns a TrainResult.
 
     The model is initialised from ``torch.manual_seed(config["seed"])``, so a cell gives the
     same network whatever process runs it and whatever ran there before. The data split uses
     ``config["split_seed"]``, the same for every seed of a study.
+
+    ``runtime`` may ask for experiment trackers (``actlab.train.loggers``); ``distributed``
+    trains data-parallel under torchrun (``actlab.train.launch``).
     """
     from actlab.data import load_dataset
     from actlab.models import create_model
     from actlab.train import TrainConfig, train_model
+    from actlab.train.loggers import loggers_for_cell
 
+    # ---- data-at-scale / tracking hooks (actlab.train.loggers, streaming) ---------------------
+    stream = {"stream": True} if config["train"].get("loader") == "stream" else {}
+    # ------------------------------------------------------------------------------------------
     splits = load_dataset(
         config["dataset"],
         data_dir=runtime.get("data_dir"),
         val_fraction=config["val_fraction"],
         seed=config["split_seed"],
         **config.get("dataset_kwargs", {}),
+        **stream,
     )
     act: Any = config["act"]
     if config.get("act_kwargs"):
@@ -79,6 +88,17 @@ def execute_cell(
         **config.get("model_kwargs", {}),
     )
     cfg = TrainConfig.from_dict({**config["train"], "device": runtime.get("device", "auto")})
+    extra: dict[str, Any] = {"distributed": True} if distributed else {}
+    loggers = loggers_for_cell(config, runtime) if not distributed or _rank() == 0 else []
+    if loggers:
+        extra["loggers"] = loggers
     return train_model(
-        model, splits, cfg, checkpoint_path=checkpoint_path, on_epoch=on_epoch, progress=False
+        model, splits, cfg, checkpoint_path=checkpoint_path, on_epoch=on_epoch, progress=False,
+        **extra,
     )
+
+
+def _rank() -> int:
+    import os
+
+    return int(os.environ.get("RANK", "0") or 0)

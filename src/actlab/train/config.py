@@ -71,6 +71,11 @@ class TrainConfig:
         drop_last: drop the last incomplete training batch of each epoch.
         log_layer_stats: record ``layer_stats()`` of modules that have it after each val pass
             (with ``track_activity=True`` set on modules that have that attribute).
+        loader: ``"memory"`` (index the in-memory training tensors) or ``"stream"`` (a
+            ``DataLoader`` over splits read per sample from disk; same numbers for the same
+            seed). Streamed splits always go through the ``DataLoader``.
+        num_workers: ``DataLoader`` worker processes for streamed data (0: the training
+            process reads; > 0: persistent workers; memory is pinned on CUDA).
     """
 
     epochs: int = 10
@@ -98,6 +103,10 @@ class TrainConfig:
     eval_batch_size: int = 512
     drop_last: bool = True
     log_layer_stats: bool = True
+    # ---- data loading (data at scale; they do not change results) ---------------------------
+    loader: str = "memory"
+    num_workers: int = 0
+    # ------------------------------------------------------------------------------------------
 
     def __post_init__(self) -> None:
         self.validate()
@@ -160,6 +169,14 @@ class TrainConfig:
                      "wd_exclude_1d"):
             if not isinstance(getattr(self, name), bool):
                 bad(name, "a bool", TypeError)
+        # ---- data loading --------------------------------------------------------------------
+        if not isinstance(self.loader, str) or self.loader.lower() not in ("memory", "stream"):
+            bad("loader", "'memory' or 'stream'")
+        self.loader = self.loader.lower()
+        if not _is_int(self.num_workers) or self.num_workers < 0:
+            bad("num_workers", "an int >= 0", TypeError if not _is_int(self.num_workers)
+                else ValueError)
+        # --------------------------------------------------------------------------------------
         if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
             raise ValueError("TrainConfig.nesterov=True needs optimizer='sgd' and momentum > 0")
 

@@ -18,18 +18,20 @@ import functools
 import math
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from actlab.train.batches import EpochBatches, eval_tensors, make_loader, targets_of
 from actlab.train.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
 from actlab.train.config import TrainConfig
 from actlab.train.distributed import DistInfo, init_distributed, shard_bounds
 from actlab.train.distributed import all_reduce_sum as _all_reduce_sum
 from actlab.train.evaluate import collect_layer_stats, evaluate, tracking_activity
+from actlab.train.loggers import EpochLogger
 from actlab.train.loss import cross_entropy_parts, loss_normaliser
 from actlab.train.metrics import enet_class_weights
 from actlab.train.optim import build_optimizer, build_scheduler
@@ -39,7 +41,8 @@ from actlab.train.rng import get_rng_state, seed_everything, set_rng_state
 __all__ = ["TrainResult", "train_model", "resolve_device", "final_metrics", "RESUME_FREE_KEYS"]
 
 #: settings that may differ between a checkpoint and the run resuming from it
-RESUME_FREE_KEYS = frozenset({"epochs", "device", "eval_batch_size", "log_layer_stats"})
+RESUME_FREE_KEYS = frozenset({"epochs", "device", "eval_batch_size", "log_layer_stats",
+                              "loader", "num_workers"})
 
 #: on CUDA, training tensors up to this share of the device memory are moved there once
 _DEVICE_DATA_SHARE = 0.25
@@ -172,6 +175,7 @@ def train_model(
     on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
     progress: ProgressArg = True,
     distributed: bool = False,
+    loggers: Sequence[EpochLogger] = (),
 ) -> TrainResult:
     """Train ``model`` on ``splits`` (an ``actlab.data.DatasetSplits``) as ``cfg`` says.
 
@@ -186,6 +190,8 @@ def train_model(
             ``progress(epoch, epochs, record)`` called after each epoch.
         distributed: data-parallel over the processes started by torchrun (see
             :mod:`actlab.train.distributed`); only rank 0 checkpoints, reports and logs.
+        loggers: experiment trackers (:mod:`actlab.train.loggers`): ``log_epoch(epoch,
+            record)`` after ``on_epoch``, ``close(status)`` at the end (rank 0 only).
 
     Returns:
         a :class:`TrainResult`; history records are described in the package docstring.
@@ -208,12 +214,12 @@ def train_model(
             f"({world.world_size}); every process needs at least one sample per step"
         )
     for name in ("train", "val", "test"):
-        _check_targets(name, getattr(splits, name).tensors[1], task, num_classes)
+        _check_targets(name, targets_of(getattr(splits, name)), task, num_classes)
 
     with _determinism(cfg.deterministic, device):
         return _train(model, splits, cfg, task, num_classes, device, world,
                       None if checkpoint_path is None else os.fspath(checkpoint_path),
-                      on_epoch, progress)
+                      on_epoch, progress, loggers if world.is_main else ())
 
 
 def _train(
@@ -227,6 +233,7 @@ def _train(
     checkpoint_path: str | None,
     on_epoch: Callable[[int, dict[str, Any]], None] | None,
     progress: ProgressArg,
+    loggers: Sequence[EpochLogger] = (),
 ) -> TrainResult:
     seed_everything(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -234,12 +241,19 @@ def _train(
         torch.cuda.reset_peak_memory_stats(device)
 
     # ---- data: the training split lives on the device when it fits comfortably -------------
-    x_train, y_train = splits.train.tensors
-    n_train, bs = len(x_train), cfg.batch_size
-    if device.type == "cuda":
-        budget = _DEVICE_DATA_SHARE * torch.cuda.get_device_properties(device).total_memory
-        if x_train.nbytes + y_train.nbytes <= budget:
-            x_train, y_train = x_train.to(device), y_train.to(device)
+    # (streamed splits and loader="stream" go through a DataLoader instead: actlab.train.batches)
+    streamed = cfg.loader == "stream" or not hasattr(splits.train, "tensors")
+    n_train, bs = len(splits.train), cfg.batch_size
+    batches: EpochBatches | None = None
+    if streamed:
+        batches = EpochBatches()
+        loader = make_loader(splits.train, batches, cfg.num_workers, device)
+    else:
+        x_train, y_train = splits.train.tensors
+        if device.type == "cuda":
+            budget = _DEVICE_DATA_SHARE * torch.cuda.get_device_properties(device).total_memory
+            if x_train.nbytes + y_train.nbytes <= budget:
+                x_train, y_train = x_train.to(device), y_train.to(device)
     steps = n_train // bs if cfg.drop_last else math.ceil(n_train / bs)
     if steps < 1:
         raise ValueError(
@@ -249,7 +263,7 @@ def _train(
     augment = _build_augment(cfg.augment, task)
     weight = None
     if cfg.class_weights == "enet":
-        weight = enet_class_weights(splits.train.tensors[1], num_classes).to(device)
+        weight = enet_class_weights(targets_of(splits.train), num_classes).to(device)
 
     # ---- model, optimizer, schedule, AMP ---------------------------------------------------
     model.to(device)
@@ -284,6 +298,7 @@ def _train(
         )
 
     bar = EpochProgress(progress if world.is_main else False, cfg.epochs, len(history))
+    status = "interrupted"
     try:
         for epoch in range(len(history) + 1, cfg.epochs + 1):
             if diverged:
@@ -294,17 +309,26 @@ def _train(
 
             # ---- one pass over the training split --------------------------------------
             net.train()
-            perm = torch.randperm(n_train, generator=generator).to(x_train.device)
+            perm = torch.randperm(n_train, generator=generator)
+            if batches is not None:
+                batches.set_order(perm, steps, bs)
+                stream = iter(loader)
+            else:
+                perm = perm.to(x_train.device)
             sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, norm, hit, n
             for step in range(steps):
-                idx = perm[step * bs:(step + 1) * bs]
-                x = x_train[idx].to(device, non_blocking=True)
-                y = y_train[idx].to(device, non_blocking=True)
+                if batches is not None:
+                    x, y = next(stream)
+                else:
+                    idx = perm[step * bs:(step + 1) * bs]
+                    x, y = x_train[idx], y_train[idx]
+                x = x.to(device, non_blocking=True)
+                y = y.to(device, non_blocking=True)
                 if augment is not None:
                     x, y = augment(x, y, generator=generator)
                 # normalise by the GLOBAL batch so that DDP's gradient mean is exact
                 norm = loss_normaliser(y, num_classes, weight)
-                lo, hi = shard_bounds(len(idx), world.rank, world.world_size)
+                lo, hi = shard_bounds(len(y), world.rank, world.world_size)
                 x, y = x[lo:hi], y[lo:hi]
                 with autocast():
                     out = net(x)
@@ -334,9 +358,9 @@ def _train(
                 autocast=autocast, rank=world.rank, world_size=world.world_size,
             )
             with tracking_activity(model, cfg.log_layer_stats):
-                val = ev(*splits.val.tensors)
+                val = ev(*eval_tensors(splits.val))
                 layer_stats = collect_layer_stats(model) if cfg.log_layer_stats else {}
-            test = ev(*splits.test.tensors)
+            test = ev(*eval_tensors(splits.test))
             _sync(device)
 
             acc_key = "acc" if task == "classification" else "pixel_acc"
@@ -364,9 +388,18 @@ def _train(
                     })
                 if on_epoch is not None:
                     on_epoch(epoch, record)
+                for logger in loggers:
+                    logger.log_epoch(epoch, record)
                 bar.update(epoch, record)
+        status = "done"
+    except Exception:
+        status = "failed"
+        raise
     finally:
         bar.close()
+        loader = None  # stops persistent DataLoader workers
+        for logger in loggers:
+            logger.close(status)
 
     return TrainResult(
         history=history,
