@@ -273,3 +273,11 @@ def test_invalid_carries_what_is_allowed():
     with pytest.raises(Invalid) as info:
         Float(0.0, 1.0, hi_open=True)("x")
     assert info.value.expected == "a number in [0, 1)" and info.value.type_error
+
+
+def test_readme_spec_reference_is_the_schema():
+    from actlab.sweep.spec import spec_reference
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    missing = [row for row in spec_reference().splitlines() if row not in readme]
+    assert not missing, f"README spec reference is stale; first missing row: {missing[0]}"

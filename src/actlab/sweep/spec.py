@@ -41,6 +41,7 @@ import dataclasses
 import importlib
 import inspect
 import itertools
+import json
 import math
 import re
 import sys
@@ -734,3 +735,43 @@ def _probe_dataset(spec: StudySpec, dataset: str, kwargs: dict[str, Any]) -> Non
             raise SpecError(spec.source, "dataset", f"{text}{hint}") from None
         raise SpecError(spec.source, "dataset", f"{dataset!r} cannot be loaded: "
                                                 f"{type(exc).__name__}: {text}") from None
+
+
+# ----------------------------------------------------------------------------------------------
+# reference
+# ----------------------------------------------------------------------------------------------
+_SPEC_KEY_DOCS = {
+    "name": ("file name", "study name (part of each cell's key)"),
+    "description": ('""', "free text"),
+    "dataset": ("required", "registered dataset (`actlab list datasets`); or a `[grid]` axis"),
+    "model": ("required", "registered model (`actlab list models`); or a `[grid]` axis"),
+    "acts": ("required", "activations to compare, e.g. `[\"relu\", \"sau\"]`"),
+    "norms": ('["bn"]', "normalisations to compare"),
+    "seeds": ("[0, 1, 2]", f"a count or a list of distinct integers >= 0 (at most {MAX_SEEDS})"),
+    "val_fraction": ("0.1", None),
+    "split_seed": ("0", None),
+    "threads": ("1", None),
+    "imports": ("[]", "plug-ins: module names or `.py` paths (relative to the spec file)"),
+    "data_dir": ("$ACTLAB_DATA", "folder of file-based datasets (`--data-dir` overrides it)"),
+    "dataset_kwargs": ("{}", "options of the dataset (`max_train`, `label_type`, ...)"),
+    "model_kwargs": ("{}", "options of the model (`width`, `depth`, ...)"),
+    "act_kwargs": ("{}", "per-activation options: `{ sau = { alpha = 0.1 } }`"),
+    "norm_kwargs": ("{}", "per-norm options"),
+    "grid": ("{}", "extra axes: `lr = [0.1, 0.05]`, `model_kwargs.width = [1, 2]`, ..."),
+    "resources": ("cpus = 1, gpus = 0", "what each Ray task asks for (`cpus`, `gpus`, "
+                                         "`memory_gb`)"),
+}
+
+
+def spec_reference() -> str:
+    """The spec keys as a Markdown table (key, default, allowed values), from the schema itself:
+    the spec's own keys, then every ``TrainConfig`` field. The README's reference is this text."""
+    rows = ["| key | default | allowed |", "|---|---|---|"]
+    for key, (default, doc) in _SPEC_KEY_DOCS.items():
+        check = SPEC_KEYS.get(key)
+        rows.append(f"| `{key}` | {default} | {doc or check.expected} |")  # type: ignore[union-attr]
+    for key, check in train_keys().items():
+        default = TrainConfig.defaults()[key]
+        shown = "none" if default is None else f"`{json.dumps(default)}`"
+        rows.append(f"| `{key}` | {shown} | {check.expected} |")  # type: ignore[attr-defined]
+    return "\n".join(rows)
