@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "(repeatable)")
     run.add_argument("--quick", action="store_true",
                      help="smoke test: first seed only, at most 2 epochs (study '<name>-quick')")
-    run.add_argument("--device", help="auto, cpu, cuda or cuda:N (override the spec)")
+    run.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (override the spec)")
     run.add_argument("--data-dir", metavar="DIR",
                      help="folder with the data sets' official files (override the spec's "
                           "data_dir; default $ACTLAB_DATA or ~/.cache/actlab/data)")
