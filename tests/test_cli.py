@@ -182,9 +182,10 @@ def test_data_dir_option_reaches_the_data_loader(tmp_path, capsys):
         'model = "tiny_cnn"', 'model = "mlp"'))
     empty = tmp_path / "no-data-here"
     empty.mkdir()
+    # checked before any cell starts: one line naming the missing file and how to point to it
     assert main(run_args(tmp_path, spec, "--seeds", "0", "--acts", "relu",
-                         "--data-dir", str(empty))) == 1  # the cell failed, not the command
-    with ResultStore(tmp_path / "r.sqlite") as store:
-        (row,) = store.list(study="c")
-    assert row.status == "failed" and str(empty) in (row.error or "")
-    capsys.readouterr()
+                         "--data-dir", str(empty))) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and str(empty / "train-images-idx3-ubyte") in err
+    assert "--data-dir DIR, ACTLAB_DATA=DIR" in err
+    assert not (tmp_path / "r.sqlite").exists()

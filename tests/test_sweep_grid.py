@@ -92,13 +92,13 @@ def test_known_key_value():
     expected_config = {
         "act": "relu", "act_kwargs": {}, "dataset": "digits", "dataset_kwargs": {},
         "model": "tiny_cnn", "model_kwargs": {}, "norm": "bn", "norm_kwargs": {}, "seed": 0,
-        "split_seed": 0, "study": "pin",
+        "split_seed": 0, "study": "pin", "threads": 1,
         "train": {"batch_size": 32, "epochs": 10, "lr": 0.05, "optimizer": "sgd", "seed": 0},
         "val_fraction": 0.1,
     }
     assert cell.config == expected_config
     text = ('{"act":"relu","act_kwargs":{},"dataset":"digits","dataset_kwargs":{},'
             '"model":"tiny_cnn","model_kwargs":{},"norm":"bn","norm_kwargs":{},"seed":0,'
-            '"split_seed":0,"study":"pin","train":{"batch_size":32,"epochs":10,"lr":0.05,'
-            '"optimizer":"sgd","seed":0},"val_fraction":0.1}')
+            '"split_seed":0,"study":"pin","threads":1,"train":{"batch_size":32,"epochs":10,'
+            '"lr":0.05,"optimizer":"sgd","seed":0},"val_fraction":0.1}')
     assert cell.key == hashlib.sha1(text.encode()).hexdigest()

@@ -9,6 +9,7 @@ import pytest
 
 from actlab.registry import ACTIVATIONS
 from actlab.sweep.spec import SpecError, default_spec_path, load_spec, parse_spec
+from actlab.train import TrainConfig
 
 BASE = {"dataset": "digits", "model": "tiny_cnn", "acts": ["relu", "elu"]}
 
@@ -43,7 +44,9 @@ def test_minimal_spec_gets_defaults(tmp_path):
     assert spec.acts == ("relu", "elu")  # registry spelling
     assert spec.norms == ("bn",)
     assert spec.seeds == (0, 1, 2)
-    assert spec.train == {"epochs": 10, "batch_size": 32, "optimizer": "sgd", "lr": 0.05}
+    assert spec.train_settings() == {"epochs": 10, "batch_size": 32, "optimizer": "sgd", "lr": 0.05}
+    assert spec.train == TrainConfig()  # the spec holds a full, validated TrainConfig
+    assert spec.threads == 1 and spec.imports == ()
     assert spec.grid == {}
     assert spec.resources == {"cpus": 1.0, "gpus": 0.0}
     assert spec.source == str(path)
@@ -76,8 +79,8 @@ def test_full_spec_round_trip(tmp_path):
     """)
     spec = load_spec(path)
     assert spec.name == "bs" and spec.seeds == (0, 1)
-    assert spec.train["lr"] == 1.0 and isinstance(spec.train["lr"], float)
-    assert spec.train["optimizer"] == "adam" and spec.train["augment"] is None
+    assert spec.train.lr == 1.0 and isinstance(spec.train.lr, float)
+    assert spec.train.optimizer == "adam" and spec.train.augment is None
     assert spec.grid == {"batch_size": (1, 4, 8), "model_kwargs.width": (8, 16)}
     assert spec.act_kwargs == {"leaky_relu": {"negative_slope": 0.2}}
     assert spec.norm_kwargs == {"gn": {"num_groups": 2}}
@@ -103,7 +106,7 @@ def test_unknown_key_suggests_the_close_one():
         ({"lr": "fast"}, "lr", "got 'fast'; expected a number > 0"),
         ({"optimizer": "rmsprop"}, "optimizer", "expected one of 'sgd', 'adam', 'adamw'"),
         ({"schedule": "linear"}, "schedule", "expected one of 'none', 'cosine', 'step'"),
-        ({"momentum": 1.0}, "momentum", "got 1.0; expected a number >= 0 and < 1"),
+        ({"momentum": 1.0}, "momentum", "got 1.0; expected a number in [0, 1)"),
         ({"val_fraction": 1.5}, "val_fraction", "got 1.5"),
         ({"nesterov": "yes"}, "nesterov", "expected true or false"),
         ({"seeds": []}, "seeds", "expected a count or a list of integers"),
@@ -220,10 +223,14 @@ def test_dataset_or_model_may_be_given_only_as_a_grid_axis():
 def test_step_milestones_and_train_config_cross_checks():
     base = {"dataset": "digits", "model": "tiny_cnn", "acts": ["relu"]}
     spec = parse_spec({**base, "schedule": "step", "step_size": [3, 6], "warmup_epochs": 0.5})
-    assert spec.train["step_size"] == [3, 6] and spec.train["warmup_epochs"] == 0.5
+    assert spec.train.step_size == [3, 6] and spec.train.warmup_epochs == 0.5
     with pytest.raises(SpecError, match=r"step_size: got \[6, 3\]; expected .*increasing"):
         parse_spec({**base, "step_size": [6, 3]})
-    # keys only TrainConfig knows are still checked when the spec is read, in one line
-    with pytest.raises(SpecError, match="amp_dtype: rejected by TrainConfig: .*'fp8'") as err:
+    # every TrainConfig field is checked by its own checker when the spec is read
+    with pytest.raises(SpecError, match="amp_dtype: got 'fp8'; expected one of 'float16'"):
         parse_spec({**base, "amp_dtype": "fp8"})
+    # and cross-field rules of TrainConfig too, in one line
+    with pytest.raises(SpecError, match="nesterov: rejected by TrainConfig: .*optimizer='sgd'") \
+            as err:
+        parse_spec({**base, "nesterov": True, "optimizer": "adam"})
     assert "\n" not in str(err.value)

@@ -70,11 +70,11 @@ def test_every_shipped_spec_validates(path):
 
 def test_deep_control_specs_follow_the_linear_lr_rule():
     rule = load_spec(ROOT / "specs/paper/deep_control.toml", check_names=False)
-    assert rule.train["lr_scaling"] == "linear" and rule.train["lr"] == 0.02
+    assert rule.train.lr_scaling == "linear" and rule.train.lr == 0.02
     assert rule.grid["batch_size"] == (1, 4, 8) and set(rule.norms) == {"bn", "agc"}
     full = load_spec(ROOT / "specs/paper/deep_control_grid.toml", check_names=False)
     assert full.grid == {"batch_size": (1, 4, 8), "lr": (0.02, 0.08, 0.16)}
-    assert full.train["lr_scaling"] == "none"
+    assert full.train.lr_scaling == "none"
     # the rule's (batch, lr) pairs are the diagonal of the full grid
     assert [0.02 * b for b in rule.grid["batch_size"]] == pytest.approx(list(full.grid["lr"]))
 
@@ -178,7 +178,7 @@ def _one_step_spec(path: Path, data_dir: Path):
     spec = load_spec(path)
     tk = train_keys()
     grid = {k: (v if k in ("dataset", "model") else v[:1]) for k, v in spec.grid.items()}
-    train = {**spec.train, "epochs": 1, "eval_batch_size": 8, "warmup_epochs": 0}
+    train = {"epochs": 1, "eval_batch_size": 8, "warmup_epochs": 0, "device": "cpu"}
     for key, value in (("batch_size", 2),):
         if key in grid and key in tk:
             grid[key] = (value,)
@@ -188,8 +188,8 @@ def _one_step_spec(path: Path, data_dir: Path):
     assert len(datasets) == 1 or not spec.dataset_kwargs
     ds_kwargs = {**spec.dataset_kwargs, **SMALL.get(datasets[0], {}),
                  "max_train": 2, "max_val": 2, "max_test": 2}
-    return spec.replace(acts=spec.acts[-1:], seeds=spec.seeds[:1], grid=grid, train=train,
-                        dataset_kwargs=ds_kwargs, data_dir=str(data_dir), device="cpu")
+    return spec.replace(acts=spec.acts[-1:], seeds=spec.seeds[:1], grid=grid,
+                        dataset_kwargs=ds_kwargs, data_dir=str(data_dir)).with_train(**train)
 
 
 def _forward_check(cell, data_dir: Path) -> None:

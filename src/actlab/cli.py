@@ -1,8 +1,15 @@
 """actlab command line.
 
-    actlab run [SPEC] [--db PATH] [--out DIR] [--workers N] [--epochs N] [--seeds S ...] [--quick]
+    actlab run [SPEC] [--db PATH] [--out DIR] [--workers N] [--threads N] [--set KEY=VALUE ...]
+               [--epochs N] [--seeds S ...] [--acts A ...] [--norms N ...] [--quick] [--check]
     actlab list [models|layers|acts|norms|datasets|specs]
+    actlab --version
     actlab report ... | actlab plot ... | actlab bench ...
+
+SPEC is a TOML file or the name of a spec shipped with the package (``actlab list specs``:
+``default``, ``paper/sau_table1``, ``offline/digits``, ...). ``--set KEY=VALUE`` changes any
+spec key (dotted for tables: ``--set model_kwargs.width=16``, ``--set grid.lr=[0.1,0.2]``),
+typed and checked by the spec schema; it may be repeated.
 
 ``actlab run`` without SPEC runs the default study (a small CNN on the digits data comparing ten
 activations over three seeds) and prints a mean ± std table of test accuracy. Re-running the same
@@ -65,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="actlab", description="Compare activations and normalisations: run studies, list "
         "layers and models, report results.",
     )
+    parser.add_argument("--version", action="version", version=f"actlab {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = sub.add_parser("run", help="run a study (default: the packaged default study)",
@@ -81,9 +89,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seeds", type=_seed, nargs="+", metavar="SEED",
                      help="run only these seeds (override the spec's seeds)")
     run.add_argument("--acts", nargs="+", metavar="ACT", help="run only these activations")
+    run.add_argument("--norms", nargs="+", metavar="NORM", help="run only these norms")
+    run.add_argument("--threads", type=_positive_int,
+                     help="torch threads per cell (override the spec's threads, default 1); "
+                          "part of each cell's key")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="set",
+                     help="override any spec key, e.g. --set lr=0.1 --set model_kwargs.width=16 "
+                          "(repeatable)")
     run.add_argument("--quick", action="store_true",
                      help="smoke test: first seed only, at most 2 epochs (study '<name>-quick')")
-    run.add_argument("--device", help="auto, cpu, cuda or cuda:N (override the spec)")
+    run.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (override the spec)")
     run.add_argument("--data-dir", metavar="DIR",
                      help="folder with the data sets' official files (override the spec's "
                           "data_dir; default $ACTLAB_DATA or ~/.cache/actlab/data)")
@@ -96,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--keep-checkpoints", action="store_true",
                      help="keep each cell's checkpoint after it is done")
     run.add_argument("--check", action="store_true",
-                     help="validate the spec and print its cells; run nothing")
+                     help="validate the spec, check the device and the data files, print the "
+                          "cells; run nothing")
     # ---- data at scale / tracking (actlab.train.launch, actlab.train.loggers) ----------------
     run.add_argument("--log", action="append", choices=("tensorboard", "mlflow"), default=[],
                      help="also send per-epoch metrics to TensorBoard (<out>/tensorboard) or "
@@ -118,46 +134,77 @@ def build_parser() -> argparse.ArgumentParser:
 # ----------------------------------------------------------------------------------------------
 # actlab run
 # ----------------------------------------------------------------------------------------------
-def _apply_overrides(spec: Any, args: argparse.Namespace) -> Any:
+def _version() -> str:
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+
+        return version("actlab")
+    except PackageNotFoundError:  # a source checkout that is not installed
+        from actlab import __version__
+
+        return __version__
+
+
+def _raw_overrides(args: argparse.Namespace) -> list[tuple[str, Any]]:
+    """The options that set spec keys, as ``(key, value)`` pairs applied before validation."""
+    from actlab.sweep.spec import parse_override
+
+    pairs = [parse_override(text) for text in args.set]
+    if args.epochs is not None:
+        pairs.append(("epochs", args.epochs))
+    if args.seeds:
+        pairs.append(("seeds", list(dict.fromkeys(args.seeds))))
+    if args.threads is not None:
+        pairs.append(("threads", args.threads))
+    if args.device:
+        pairs.append(("device", args.device))
+    if getattr(args, "data_dir", None):
+        pairs.append(("data_dir", str(Path(args.data_dir).expanduser())))
+    return pairs
+
+
+def _subset(spec: Any, option: str, field: str, wanted: Sequence[str]) -> tuple[str, ...]:
     from actlab.sweep.spec import SpecError
 
-    changes: dict[str, Any] = {}
-    train = dict(spec.train)
-    if args.epochs is not None:
-        train["epochs"] = args.epochs
-    if args.seeds:
-        changes["seeds"] = tuple(dict.fromkeys(args.seeds))
+    have = getattr(spec, field)
+    names = [a.strip().lower().replace("-", "_") for a in wanted]
+    unknown = [a for a in names if a not in have]
+    if unknown:
+        raise SpecError(spec.source, option, f"{unknown} not in the spec's {field} {list(have)}")
+    return tuple(dict.fromkeys(names))
+
+
+def _load(args: argparse.Namespace) -> Any:
+    """The spec of ``actlab run`` with every command-line override applied and validated."""
+    from actlab.sweep.spec import load_spec
+
+    spec = load_spec(args.spec, overrides=_raw_overrides(args))
     if args.acts:
-        wanted = [a.strip().lower().replace("-", "_") for a in args.acts]
-        unknown = [a for a in wanted if a not in spec.acts]
-        if unknown:
-            raise SpecError(spec.source, "--acts",
-                            f"{unknown} not in the spec's acts {list(spec.acts)}")
-        changes["acts"] = tuple(dict.fromkeys(wanted))
+        spec = spec.replace(acts=_subset(spec, "--acts", "acts", args.acts))
+    if args.norms:
+        spec = spec.replace(norms=_subset(spec, "--norms", "norms", args.norms))
     if args.quick:
-        changes["seeds"] = (changes.get("seeds") or spec.seeds)[:1]
-        train["epochs"] = min(2, int(train.get("epochs", 2)))
-        changes["name"] = f"{spec.name}-quick"
+        spec = spec.replace(seeds=spec.seeds[:1], name=f"{spec.name}-quick")
+        spec = spec.with_train(epochs=min(2, spec.train.epochs))
     if args.dry_run:
-        changes["name"] = f"{changes.get('name', spec.name)}-dry-run"
-    if args.device:
-        changes["device"] = args.device
-    if getattr(args, "data_dir", None):
-        changes["data_dir"] = str(Path(args.data_dir).expanduser())
-    changes["train"] = train
-    return spec.replace(**changes)
+        spec = spec.replace(name=f"{spec.name}-dry-run")
+    return spec
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from actlab.sweep.grid import expand
     from actlab.sweep.runner import run_cells
-    from actlab.sweep.spec import load_spec
+    from actlab.sweep.spec import preflight
     from actlab.sweep.store import ResultStore
     from actlab.sweep.summary import format_summary
 
     if args.address and args.engine != "ray":
         raise _Fail("--address is only used with --engine ray")
-    spec = _apply_overrides(load_spec(args.spec), args)
+    spec = _load(args)
+    # what this machine must provide: checked here unless the cells run elsewhere (ray) or
+    # train nothing (dry run); --check always checks
+    if args.check or (args.engine == "local" and not args.dry_run):
+        preflight(spec)
     cells = expand(spec)
     out = Path(args.out)
     db = Path(args.db) if args.db else (out / "dry-run.sqlite" if args.dry_run
@@ -171,7 +218,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     datasets = "|".join(spec.grid.get("dataset", (spec.dataset,)))
     header = (f"study {spec.name!r}: {models} on {datasets}, {len(cells)} cells "
               f"({len(spec.acts)} acts x {len(spec.norms)} norms x {len(spec.seeds)} seeds"
-              + "".join(f" x {len(v)} {k}" for k, v in spec.grid.items()) + ")")
+              + "".join(f" x {len(v)} {k}" for k, v in spec.grid.items())
+              + f"), {spec.threads} thread{'s' if spec.threads > 1 else ''} per cell")
     print(header, flush=True)
     if args.check:
         for cell in cells:
@@ -208,10 +256,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------------------------
 def _cmd_list(args: argparse.Namespace) -> int:
     from actlab import registry
-    from actlab.sweep.spec import default_spec_path
+    from actlab.sweep.spec import packaged_specs
 
-    for mod in ("actlab.nn", "actlab.models", "actlab.data"):
-        importlib.import_module(mod)
+    registry.load_plugins()  # built-ins and installed plug-ins (entry points)
     sections: list[tuple[str, list[str]]] = []
     what = args.what
     if what in ("all", "layers", "acts"):
@@ -221,14 +268,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
     if what in ("all", "models"):
         sections.append(("models", registry.MODELS.names()))
     if what in ("all", "datasets"):
-        names = registry.DATASETS.names()
-        lister = getattr(sys.modules["actlab.data"], "list_datasets", None)
-        if not names and callable(lister):
-            names = sorted(lister())
-        sections.append(("datasets", names))
+        sections.append(("datasets", registry.DATASETS.names()))
     if what in ("all", "specs"):
-        sections.append(("specs", sorted(p.stem for p in
-                                         default_spec_path().parent.glob("*.toml"))))
+        sections.append(("specs", list(packaged_specs())))
     for title, names in sections:
         if what == "all" or len(sections) > 1:
             print(f"{title}:")
@@ -272,6 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    from actlab.registry import PluginError
     from actlab.sweep.ray_engine import EngineError
     from actlab.sweep.spec import SpecError
     from actlab.sweep.store import StoreError
@@ -281,7 +324,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_run(args)
         if args.command == "list":
             return _cmd_list(args)
-    except (SpecError, StoreError, EngineError, _Fail) as exc:
+    except (SpecError, StoreError, EngineError, PluginError, _Fail) as exc:
         print(f"actlab {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

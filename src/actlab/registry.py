@@ -21,8 +21,13 @@ the feature map it will see (1 for sequences, 2 for images, 3 for volumes, 0 for
 
 from __future__ import annotations
 
+import hashlib
+import importlib
+import importlib.util
 import inspect
-from collections.abc import Callable, Iterator
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from torch import nn
@@ -48,6 +53,10 @@ __all__ = [
     "register_activation_type",
     "register_norm_type",
     "default_groups",
+    "REGISTRIES",
+    "PLUGIN_GROUP",
+    "PluginError",
+    "load_plugins",
 ]
 
 
@@ -136,6 +145,10 @@ ACTIVATIONS: Registry[nn.Module] = Registry("activation")
 NORMS: Registry[nn.Module] = Registry("norm")
 MODELS: Registry[nn.Module] = Registry("model")
 DATASETS: Registry[Any] = Registry("dataset")
+#: The registries by kind (the word used in error messages).
+REGISTRIES: dict[str, Registry[Any]] = {
+    "activation": ACTIVATIONS, "norm": NORMS, "model": MODELS, "dataset": DATASETS,
+}
 
 
 def _accepts(fn: Callable[..., Any], name: str) -> bool:
@@ -372,3 +385,99 @@ def is_activation(module: nn.Module) -> bool:
 
 def is_norm(module: nn.Module) -> bool:
     return isinstance(module, tuple(_NORM_TYPES))
+
+
+# ----------------------------------------------------------------------------------------------
+# plug-ins
+# ----------------------------------------------------------------------------------------------
+#: Entry-point group of installed plug-ins: each entry names a module (imported) or a
+#: zero-argument function (called), e.g. in a plug-in's pyproject.toml::
+#:
+#:     [project.entry-points."actlab.plugins"]
+#:     my_layers = "mypkg.layers"
+PLUGIN_GROUP = "actlab.plugins"
+
+_LOADED: set[str] = set()
+_ENTRY_POINTS_DONE = False
+
+
+class PluginError(ImportError):
+    """A plug-in cannot be found or fails while it loads. The message is one line naming it."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(str(message).split()))
+
+
+def _builtins() -> None:
+    for mod in ("actlab.nn", "actlab.models", "actlab.data"):
+        importlib.import_module(mod)
+
+
+def _load_file(path: Path) -> None:
+    digest = hashlib.sha1(str(path).encode()).hexdigest()[:10]
+    name = f"actlab_plugin_{path.stem.replace('-', '_')}_{digest}"
+    if name in sys.modules:
+        return
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise PluginError(f"plug-in {str(path)!r}: not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+
+
+def _load_one(ref: str) -> None:
+    if ref.endswith(".py") or "/" in ref or "\\" in ref:
+        path = Path(ref).expanduser().resolve()
+        if not path.is_file():
+            raise PluginError(f"plug-in {ref!r}: no such file {path}")
+        _load_file(path)
+    else:
+        importlib.import_module(ref)
+
+
+def load_plugins(imports: Iterable[str] = (), *, entry_points: bool = True) -> None:
+    """Import plug-ins that register activations, norms, models or datasets (with
+    :func:`register_act`, :func:`register_norm`, ``MODELS.register``, ``DATASETS.register``).
+
+    ``imports`` are module names (``"mypkg.layers"``) or paths of ``.py`` files; with
+    ``entry_points`` the installed :data:`PLUGIN_GROUP` entry points are loaded too. Each plug-in
+    is loaded once per process, after the built-in layers, models and datasets (so a plug-in
+    that reuses a built-in name fails, rather than silently replacing it). The sweep calls this
+    in the driver and again in every worker process and Ray task before a cell runs.
+
+    Raises :class:`PluginError` naming the plug-in when it is missing or raises while loading.
+    """
+    global _ENTRY_POINTS_DONE
+    _builtins()
+    todo: list[tuple[str, Any]] = [(ref, ref) for ref in imports]
+    if entry_points and not _ENTRY_POINTS_DONE:
+        from importlib.metadata import entry_points as _eps
+
+        todo += [(f"entry point {ep.name} = {ep.value} ({PLUGIN_GROUP})", ep)
+                 for ep in _eps(group=PLUGIN_GROUP)]
+        _ENTRY_POINTS_DONE = True
+    for label, ref in todo:
+        if label in _LOADED:
+            continue
+        try:
+            if isinstance(ref, str):
+                _load_one(ref)
+            else:
+                obj = ref.load()
+                if callable(obj) and not isinstance(obj, type):
+                    obj()
+        except PluginError:
+            raise
+        except Exception as exc:
+            target = ref if isinstance(ref, str) else ref.value.partition(":")[0]
+            missing = isinstance(exc, ModuleNotFoundError) and exc.name is not None and (
+                target == exc.name or target.startswith(exc.name + "."))
+            why = "not found (installed? on PYTHONPATH?)" if missing else (
+                f"failed while loading: {type(exc).__name__}: {exc}")
+            raise PluginError(f"plug-in {label!r}: {why}") from exc
+        _LOADED.add(label)

@@ -78,7 +78,7 @@ def _images_labels(
             f"(has {sorted(batch)!r})"
         )
     data = np.asarray(batch[b"data"])
-    labels = np.asarray(batch[label_key], dtype=np.int64).reshape(-1)
+    labels = _label_vector(dataset, path, label_key, batch[label_key])
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
         raise DatasetError(
             f"{dataset}: {path} b'data' is {data.dtype} {data.shape}, expected uint8 (N, 3072)"
@@ -86,6 +86,21 @@ def _images_labels(
     if len(labels) != len(data):
         raise DatasetError(f"{dataset}: {path} has {len(data)} images but {len(labels)} labels")
     return data.reshape(-1, 3, 32, 32), labels
+
+
+def _label_vector(dataset: str, path: Path, key: bytes, raw: Any) -> np.ndarray:
+    """The labels as an int64 vector: a flat list/array of integers, nothing else (a nested
+    list such as ``[[1, 2]] * 20`` is refused, not flattened into twice as many labels)."""
+    try:
+        labels = np.asarray(raw)
+    except ValueError as err:  # ragged nesting
+        raise DatasetError(f"{dataset}: {path} {key!r} is not a flat list of labels") from err
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise DatasetError(
+            f"{dataset}: {path} {key!r} has shape {labels.shape} and dtype {labels.dtype}; "
+            "expected a flat list of integer class labels"
+        )
+    return labels.astype(np.int64)
 
 
 def _names(dataset: str, path: Path, key: bytes) -> list[str] | None:

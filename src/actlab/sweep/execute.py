@@ -62,7 +62,8 @@ def execute_cell(
     from actlab.train.loggers import loggers_for_cell
 
     # ---- data-at-scale / tracking hooks (actlab.train.loggers, streaming) ---------------------
-    stream = {"stream": True} if config["train"].get("loader") == "stream" else {}
+    loading = {k: runtime[k] for k in ("loader", "num_workers") if k in runtime}
+    stream = {"stream": True} if loading.get("loader") == "stream" else {}
     # ------------------------------------------------------------------------------------------
     splits = load_dataset(
         config["dataset"],
@@ -87,7 +88,9 @@ def execute_cell(
         in_channels=splits.in_channels,
         **config.get("model_kwargs", {}),
     )
-    cfg = TrainConfig.from_dict({**config["train"], "device": runtime.get("device", "auto")})
+    cfg = TrainConfig.from_dict(
+        {**config["train"], "device": runtime.get("device", "auto"), **loading}
+    )
     extra: dict[str, Any] = {"distributed": True} if distributed else {}
     loggers = loggers_for_cell(config, runtime) if not distributed or _rank() == 0 else []
     if loggers:

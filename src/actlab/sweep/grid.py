@@ -4,11 +4,14 @@ The cells are the product ``seeds x [grid] axes x acts x norms`` (seeds outermos
 partial sweep already holds complete seed-0 comparisons). A cell's config is a JSON-able dict::
 
     {"study", "dataset", "dataset_kwargs", "val_fraction", "split_seed", "model", "model_kwargs",
-     "act", "act_kwargs", "norm", "norm_kwargs", "seed", "train": {...TrainConfig fields, "seed"}}
+     "act", "act_kwargs", "norm", "norm_kwargs", "seed", "threads",
+     "train": {...the spec's keyed TrainConfig fields, "seed"}}
 
 and its key is ``sha1(canonical_json(config))``: the same settings always give the same key,
 whatever the order of keys in the spec file, so re-running a spec finds its earlier cells.
-Settings that do not change results (``device``, ``data_dir``) are kept out of the key.
+``threads`` (torch intra-op threads of the cell) is part of it because results depend on it.
+Settings that do not change results (``device``, ``data_dir``, plug-in ``imports``) are kept out
+of the key, in ``Cell.runtime``.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from actlab.sweep.spec import StudySpec, train_keys
+from actlab.sweep.spec import MAX_CELLS, StudySpec, train_keys
 
 __all__ = ["Cell", "canonical_json", "cell_key", "expand", "iter_grid"]
 
@@ -49,7 +52,7 @@ class Cell:
     norm: str
     seed: int
     config: dict[str, Any]
-    #: settings that do not affect results (device, data_dir); not part of the key
+    #: settings that do not affect results (device, data_dir, imports); not part of the key
     runtime: dict[str, Any] = field(default_factory=dict)
     #: the [grid] axes of this cell (axis -> value), for labels
     axes: dict[str, Any] = field(default_factory=dict)
@@ -59,6 +62,16 @@ class Cell:
     @property
     def epochs(self) -> int | None:
         return self.config.get("train", {}).get("epochs")
+
+    @property
+    def threads(self) -> int:
+        """Torch intra-op threads the cell runs with (1 for cells stored before it was keyed)."""
+        return int(self.config.get("threads", 1))
+
+    @property
+    def imports(self) -> tuple[str, ...]:
+        """Plug-ins to load before the cell runs (``imports`` of the spec)."""
+        return tuple(self.runtime.get("imports", ()))
 
     @property
     def label(self) -> str:
@@ -83,7 +96,8 @@ def _base_config(spec: StudySpec) -> dict[str, Any]:
         "split_seed": spec.split_seed,
         "model": spec.model,
         "model_kwargs": copy.deepcopy(spec.model_kwargs),
-        "train": dict(spec.train),
+        "threads": spec.threads,
+        "train": spec.train_settings(),
     }
 
 
@@ -99,10 +113,17 @@ def _apply_axis(config: dict[str, Any], axis: str, value: Any, tkeys: Mapping[st
 
 def expand(spec: StudySpec) -> list[Cell]:
     """All cells of ``spec`` in run order (see the module docstring)."""
+    count = spec.cell_count()
+    if count > MAX_CELLS:  # parse_spec refuses these; a spec changed with replace() may not
+        raise ValueError(f"{spec.source}: {count} cells; at most {MAX_CELLS} per spec")
     tkeys = train_keys()
-    runtime = {"device": spec.device}
+    runtime: dict[str, Any] = {"device": spec.device}
+    if spec.train.loader != "memory" or spec.train.num_workers:
+        runtime.update(loader=spec.train.loader, num_workers=spec.train.num_workers)
     if spec.data_dir is not None:
         runtime["data_dir"] = spec.data_dir
+    if spec.imports:
+        runtime["imports"] = list(spec.imports)
     cells: list[Cell] = []
     seen: set[str] = set()
     for seed in spec.seeds:

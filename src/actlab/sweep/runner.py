@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from actlab.sweep.cellenv import cell_environment
 from actlab.sweep.execute import Executor, resolve_executor
 from actlab.sweep.grid import Cell
 from actlab.sweep.progress import ProgressBoard, QueueReporter, Reporter, format_metric
@@ -165,8 +166,9 @@ def run_cell(
         _maybe_fault(cell.key, int(epoch))
 
     try:
-        result = run(cell.config, runtime=dict(cell.runtime), checkpoint_path=str(ckpt),
-                     on_epoch=on_epoch)
+        with cell_environment(cell):  # pinned threads and plug-ins, in any process
+            result = run(cell.config, runtime=dict(cell.runtime), checkpoint_path=str(ckpt),
+                         on_epoch=on_epoch)
         metrics = dict(result.metrics)
         history = list(getattr(result, "history", None) or [])
     except Exception as exc:

@@ -9,7 +9,9 @@ settings shared by every cell; ``[grid]`` adds further axes to sweep::
     acts = ["relu", "sau"]
     norms = ["bn", "agc"]
     seeds = [0, 1, 2]            # or a count: seeds = 3
-    epochs = 10
+    threads = 1                  # torch threads per cell (part of each cell's key)
+    imports = ["./my_layers.py"] # plug-ins: modules or files that register layers/models/data
+    epochs = 10                  # any TrainConfig field (actlab.train.config)
     batch_size = 32
     optimizer = "sgd"
     lr = 0.05
@@ -22,22 +24,45 @@ settings shared by every cell; ``[grid]`` adds further axes to sweep::
     cpus = 1
     gpus = 0
 
+The training settings are not defined here: every field of :class:`actlab.train.TrainConfig`
+(its default and its checker) is a top-level key of a spec and a ``[grid]`` axis, and the spec
+holds a validated ``TrainConfig`` (:attr:`StudySpec.train`). The keys of the spec itself
+(:data:`SPEC_KEYS`) use the same checkers (:mod:`actlab.schema`).
+
 Every problem raises :class:`SpecError`, whose message is one line naming the file, the key, the
 bad value and what is allowed (with a "did you mean" for misspelt keys and layer names).
+:func:`preflight` adds the checks that depend on this machine (device present, dataset files
+present and readable), run by ``actlab run --check`` and before a local sweep.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import importlib
 import inspect
+import itertools
+import json
 import math
+import re
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from actlab.schema import (
+    Checker,
+    Choice,
+    Device,
+    Float,
+    Int,
+    Invalid,
+    Name,
+    OptionalName,
+    Text,
+    did_you_mean,
+)
+from actlab.train.config import TrainConfig, device_problem
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -49,10 +74,21 @@ __all__ = [
     "StudySpec",
     "load_spec",
     "parse_spec",
+    "apply_override",
+    "preflight",
     "default_spec_path",
-    "TRAIN_KEYS",
+    "packaged_specs",
+    "train_keys",
+    "SPEC_KEYS",
     "TOP_KEYS",
+    "MAX_SEEDS",
+    "MAX_CELLS",
 ]
+
+#: Upper bound of the number of seeds of a spec (``seeds = 1000000`` is a typo, not a study).
+MAX_SEEDS = 1000
+#: Upper bound of the number of cells of a spec, checked before any cell is built.
+MAX_CELLS = 20_000
 
 
 class SpecError(ValueError):
@@ -67,184 +103,61 @@ class SpecError(ValueError):
 
 
 # ----------------------------------------------------------------------------------------------
-# value checkers: each returns the (normalised) value or raises _Bad(expected)
+# the schema of a spec
 # ----------------------------------------------------------------------------------------------
-class _Bad(Exception):
-    def __init__(self, expected: str) -> None:
-        self.expected = expected
-
-
-Checker = Callable[[Any], Any]
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _int(lo: int | None = None) -> Checker:
-    what = "an integer" if lo is None else f"an integer >= {lo}"
-
-    def check(v: Any) -> int:
-        if isinstance(v, bool) or not isinstance(v, int) or (lo is not None and v < lo):
-            raise _Bad(what)
-        return v
-
-    return check
-
-
-def _float(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False,
-           hi_open: bool = False) -> Checker:
-    parts = []
-    if lo is not None:
-        parts.append(f"{'>' if lo_open else '>='} {lo:g}")
-    if hi is not None:
-        parts.append(f"{'<' if hi_open else '<='} {hi:g}")
-    what = "a number" + (" " + " and ".join(parts) if parts else "")
-
-    def check(v: Any) -> float:
-        if not _is_number(v):
-            raise _Bad(what)
-        v = float(v)
-        if lo is not None and (v < lo or (lo_open and v == lo)):
-            raise _Bad(what)
-        if hi is not None and (v > hi or (hi_open and v == hi)):
-            raise _Bad(what)
-        return v
-
-    return check
-
-
-def _choice(*options: str) -> Checker:
-    what = "one of " + ", ".join(repr(o) for o in options)
-
-    def check(v: Any) -> str:
-        if not isinstance(v, str) or v.lower() not in options:
-            raise _Bad(what)
-        return v.lower()
-
-    return check
-
-
-def _milestones(v: Any) -> int | list[int]:
-    """``step_size``: a period in epochs, or a strictly increasing list of milestone epochs."""
-    what = "an integer >= 1 or a strictly increasing list of milestone epochs"
-    if isinstance(v, int) and not isinstance(v, bool):
-        if v < 1:
-            raise _Bad(what)
-        return v
-    if (not isinstance(v, list) or not v
-            or any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in v)
-            or any(b <= a for a, b in zip(v, v[1:], strict=False))):
-        raise _Bad(what)
-    return list(v)
-
-
-def _bool(v: Any) -> bool:
-    if not isinstance(v, bool):
-        raise _Bad("true or false")
-    return v
-
-
-def _str(v: Any) -> str:
-    if not isinstance(v, str) or not v.strip():
-        raise _Bad("a non-empty string")
-    return v
-
-
-def _text(v: Any) -> str:
-    if not isinstance(v, str):
-        raise _Bad("a string")
-    return v
-
-
-def _optional_str(v: Any) -> str | None:
-    """A name, where "none" (any case) or "" means None."""
-    if not isinstance(v, str):
-        raise _Bad('a string ("none" for no augmentation)')
-    return None if v.strip().lower() in ("", "none") else v
-
-
-def _device(v: Any) -> str:
-    if isinstance(v, str) and (v in ("auto", "cpu", "cuda", "mps") or v.startswith("cuda:")):
-        return v
-    raise _Bad("'auto', 'cpu', 'cuda' or 'cuda:N'")
-
-
-#: Training settings accepted at the top level of a spec (and as [grid] axes); they are passed to
-#: ``actlab.train.TrainConfig.from_dict``. Fields that ``TrainConfig`` adds later are accepted
-#: too (validated by ``from_dict``).
-TRAIN_KEYS: dict[str, Checker] = {
-    "epochs": _int(1),
-    "batch_size": _int(1),
-    "optimizer": _choice("sgd", "adam", "adamw"),
-    "lr": _float(0.0, lo_open=True),
-    "lr_scaling": _choice("none", "linear"),
-    "momentum": _float(0.0, 1.0, hi_open=True),
-    "weight_decay": _float(0.0),
-    "nesterov": _bool,
-    "schedule": _choice("none", "cosine", "step"),
-    "step_size": _milestones,
-    "step_gamma": _float(0.0, 1.0, lo_open=True),
-    "warmup_epochs": _float(0.0),
-    "augment": _optional_str,
-    "amp": _bool,
-    "class_weights": _choice("none", "enet"),
-    "label_smoothing": _float(0.0, 1.0, hi_open=True),
-    "grad_clip": _float(0.0, lo_open=True),
-    "deterministic": _bool,
-    "eval_batch_size": _int(1),
-    "log_layer_stats": _bool,
+#: Scalar keys of the spec itself (name -> checker); the training settings are TrainConfig's.
+SPEC_KEYS: dict[str, Checker] = {
+    "name": Text(nonempty=True),
+    "description": Text(),
+    "dataset": Name(),
+    "model": Name(),
+    "val_fraction": Float(0.0, 1.0, hi_open=True),
+    "split_seed": Int(0),
+    "data_dir": Text(nonempty=True),
+    "threads": Int(1, 1024),
 }
-
-#: Keys that do not change results: kept out of the cell key (see ``actlab.sweep.grid``).
-BOOKKEEPING_KEYS = ("device", "data_dir")
-
-#: Scalar top-level keys besides the training settings (name -> checker).
-_SCALAR_KEYS: dict[str, Checker] = {
-    "name": _str,
-    "description": _text,
-    "dataset": _str,
-    "model": _str,
-    "val_fraction": _float(0.0, 1.0, hi_open=True),
-    "split_seed": _int(0),
-    "data_dir": _str,
-    "device": _device,
+#: Defaults of the spec's own keys (``name`` defaults to the file name).
+SPEC_DEFAULTS: dict[str, Any] = {
+    "norms": ("bn",), "seeds": (0, 1, 2), "val_fraction": 0.1, "split_seed": 0, "threads": 1,
 }
+#: TrainConfig fields that are part of every cell's config (and key) even when a spec leaves them
+#: out; the other fields enter a cell's config only when the spec sets them, so that a field
+#: added to TrainConfig later does not change the keys of stored cells.
+KEYED_TRAIN_FIELDS = ("epochs", "batch_size", "optimizer", "lr")
+#: Settings that do not change results: kept out of the cell key (see ``actlab.sweep.grid``).
+BOOKKEEPING_KEYS = ("device", "data_dir", "imports", "loader", "num_workers")
 _TABLE_KEYS = ("dataset_kwargs", "model_kwargs", "act_kwargs", "norm_kwargs", "grid", "resources")
-_LIST_KEYS = ("acts", "norms", "seeds")
+_LIST_KEYS = ("acts", "norms", "seeds", "imports")
+_RESOURCE_KEYS: dict[str, Checker] = {
+    "cpus": Float(0.0, lo_open=True),
+    "gpus": Float(0.0),
+    "memory_gb": Float(0.0, lo_open=True),
+}
+_MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+def train_keys() -> dict[str, Checker]:
+    """The training settings a spec accepts (TrainConfig's fields and checkers). ``seed`` comes
+    from ``seeds``; ``device`` is a TrainConfig field too but a bookkeeping one (not swept)."""
+    keys = TrainConfig.checkers()
+    keys.pop("seed", None)
+    return keys
+
 
 #: Every key allowed at the top level of a spec.
-TOP_KEYS: tuple[str, ...] = tuple(
-    sorted({*TRAIN_KEYS, *_SCALAR_KEYS, *_TABLE_KEYS, *_LIST_KEYS})
-)
-
-_RESOURCE_KEYS: dict[str, Checker] = {
-    "cpus": _float(0.0, lo_open=True),
-    "gpus": _float(0.0),
-    "memory_gb": _float(0.0, lo_open=True),
-}
-
-#: Defaults of a spec (training defaults not listed here are TrainConfig's own).
-DEFAULTS: dict[str, Any] = {
-    "norms": ["bn"],
-    "seeds": [0, 1, 2],
-    "val_fraction": 0.1,
-    "split_seed": 0,
-    "epochs": 10,
-    "batch_size": 32,
-    "optimizer": "sgd",
-    "lr": 0.05,
-}
+TOP_KEYS: tuple[str, ...] = tuple(sorted({*train_keys(), *SPEC_KEYS, *_TABLE_KEYS, *_LIST_KEYS}))
 
 
 @dataclass(frozen=True)
 class StudySpec:
     """A validated experiment spec (see the module docstring for the file format).
 
-    ``train`` holds the training settings given in the file (defaults for epochs, batch_size,
-    optimizer and lr), ``grid`` maps each extra axis (a training key, ``val_fraction``,
-    ``split_seed``, ``dataset``, ``model`` or ``model_kwargs.<k>`` / ``dataset_kwargs.<k>``) to its
-    values, in file order.
+    ``train`` is the validated :class:`~actlab.train.TrainConfig` shared by every cell (its
+    ``seed`` is replaced by each cell's seed); ``keyed`` names its fields that go into each
+    cell's config (the ones the file sets, plus :data:`KEYED_TRAIN_FIELDS`). ``grid`` maps each
+    extra axis (a training key, ``val_fraction``, ``split_seed``, ``threads``, ``dataset``,
+    ``model`` or ``model_kwargs.<k>`` / ``dataset_kwargs.<k>``) to its values, in file order.
+    ``imports`` are plug-ins: module names, or absolute paths of ``.py`` files.
     """
 
     name: str
@@ -253,58 +166,157 @@ class StudySpec:
     acts: tuple[str, ...]
     norms: tuple[str, ...] = ("bn",)
     seeds: tuple[int, ...] = (0, 1, 2)
-    train: dict[str, Any] = field(default_factory=dict)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    keyed: tuple[str, ...] = KEYED_TRAIN_FIELDS
     val_fraction: float = 0.1
     split_seed: int = 0
+    threads: int = 1
     dataset_kwargs: dict[str, Any] = field(default_factory=dict)
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     act_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
     norm_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
     grid: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     resources: dict[str, float] = field(default_factory=lambda: {"cpus": 1.0, "gpus": 0.0})
+    imports: tuple[str, ...] = ()
     data_dir: str | None = None
-    device: str = "auto"
     description: str = ""
     source: str = "<spec>"
+
+    @property
+    def device(self) -> str:
+        return self.train.device
+
+    def train_settings(self) -> dict[str, Any]:
+        """The training settings that go into each cell's config: the ``keyed`` fields."""
+        full = self.train.to_dict()
+        return {k: full[k] for k in self.keyed}
 
     def replace(self, **changes: Any) -> StudySpec:
         return dataclasses.replace(self, **changes)
 
+    def with_train(self, **changes: Any) -> StudySpec:
+        """A copy with training settings changed (validated; the changed ones become keyed)."""
+        try:
+            train = self.train.replace(**changes)
+        except (TypeError, ValueError) as exc:
+            raise SpecError(self.source, ", ".join(changes), str(exc)) from None
+        keyed = (*self.keyed, *(k for k in changes if k not in self.keyed
+                                and k not in BOOKKEEPING_KEYS))
+        return dataclasses.replace(self, train=train, keyed=keyed)
 
+    def cell_count(self) -> int:
+        """Number of cells (acts x norms x seeds x grid points), without building them."""
+        return (len(self.acts) * len(self.norms) * len(self.seeds)
+                * math.prod(len(v) for v in self.grid.values()))
+
+
+# ----------------------------------------------------------------------------------------------
+# files
+# ----------------------------------------------------------------------------------------------
 def default_spec_path() -> Path:
     """The default study shipped with the package (``actlab/specs/default.toml``)."""
     return Path(__file__).resolve().parent.parent / "specs" / "default.toml"
 
 
-def _packaged_spec(name: str) -> Path | None:
-    path = default_spec_path().parent / f"{name}.toml"
-    return path if path.is_file() else None
+def packaged_specs() -> dict[str, Path]:
+    """Specs shipped with the package by name: ``default``, ``paper/sau_table1``, ..."""
+    root = default_spec_path().parent
+    return {p.relative_to(root).with_suffix("").as_posix(): p
+            for p in sorted(root.rglob("*.toml"))}
 
 
-def load_spec(path: str | Path | None = None, *, check_names: bool = True) -> StudySpec:
-    """Read and validate a spec file. ``None`` gives the default study; a bare name such as
-    ``"default"`` that is not a file is looked up among the specs shipped with the package."""
+def _resolve_path(path: str | Path | None) -> Path:
     if path is None:
-        path = default_spec_path()
+        return default_spec_path()
     path = Path(path)
-    if not path.is_file():
-        packaged = _packaged_spec(str(path)) if path.suffix == "" and len(path.parts) == 1 else None
-        if packaged is None:
-            shipped = sorted(p.stem for p in default_spec_path().parent.glob("*.toml"))
-            raise SpecError(
-                str(path), None,
-                f"no such spec file (packaged specs: {', '.join(shipped) or 'none'})",
-            )
-        path = packaged
+    if path.is_file():
+        return path
+    shipped = packaged_specs()
+    name = path.as_posix()
+    name = name[:-5] if name.endswith(".toml") else name
+    if name in shipped:
+        return shipped[name]
+    raise SpecError(str(path), None, f"no such spec file{did_you_mean(name, list(shipped))} "
+                                     f"(packaged specs: {', '.join(shipped) or 'none'})")
+
+
+def load_spec(path: str | Path | None = None, *, check_names: bool = True,
+              overrides: Sequence[tuple[str, Any]] = ()) -> StudySpec:
+    """Read and validate a spec file. ``None`` gives the default study; a name that is not a
+    file (``"default"``, ``"paper/sau_table1"``) is looked up among the specs shipped with the
+    package. ``overrides`` are ``(dotted key, value)`` pairs applied to the file's settings
+    before validation (``actlab run --set``), see :func:`apply_override`."""
+    path = _resolve_path(path)
     try:
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:
-        raise SpecError(str(path), None, f"not valid TOML: {exc}") from None
+        raw = path.read_bytes()
     except OSError as exc:
         raise SpecError(str(path), None, f"cannot read: {exc.strerror or exc}") from None
-    default_name = path.stem
-    return parse_spec(data, source=str(path), default_name=default_name, check_names=check_names)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(str(path), None, f"not a text file (TOML expected; byte {exc.start} is "
+                                         "not UTF-8)") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(str(path), None, f"not valid TOML: {exc}") from None
+    for key, value in overrides:
+        apply_override(data, key, value, source=str(path))
+    return parse_spec(data, source=str(path), default_name=path.stem, check_names=check_names,
+                      base_dir=path.resolve().parent)
+
+
+def apply_override(data: dict[str, Any], key: str, value: Any, *, source: str = "--set") -> None:
+    """Set ``key`` (dotted for nested tables: ``model_kwargs.width``, ``grid.lr``) in the raw
+    spec mapping ``data``. Setting a top-level key that is a ``[grid]`` axis replaces the axis
+    (and ``grid.<key>`` replaces a top-level ``key``), so an override never conflicts."""
+    parts = key.split(".")
+    if not key or any(not p for p in parts):
+        raise SpecError(source, f"--set {key}", "expected KEY=VALUE with a (dotted) key name")
+    table = data
+    for i, part in enumerate(parts[:-1]):
+        inner = table.setdefault(part, {})
+        if not isinstance(inner, dict):
+            raise SpecError(source, ".".join(parts[: i + 1]),
+                            f"is {inner!r}, not a table: cannot set {key!r}")
+        table = inner
+    grid = data.get("grid")
+    if isinstance(grid, dict):
+        if len(parts) == 1:
+            grid.pop(key, None)
+        elif parts[0] == "grid" and len(parts) == 2:
+            data.pop(parts[1], None)
+    table[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"key=value"`` -> ``(key, value)``; the value is read as a TOML value (``3``, ``0.1``,
+    ``true``, ``[1, 2]``, ``{a = 1}``), a bare word as a string, and a bracketed list of bare
+    words (``[relu,elu]``) as a list of strings. String-typed keys keep the text as is."""
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise SpecError("--set", text, "expected KEY=VALUE (e.g. --set lr=0.1)")
+    if key.rsplit(".", 1)[-1] in _string_keys():
+        return key, value.strip()
+    return key, _toml_value(value.strip())
+
+
+def _toml_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        pass
+    if text.startswith("[") and text.endswith("]"):
+        items = [t.strip() for t in text[1:-1].split(",") if t.strip()]
+        return [_toml_value(t) for t in items]
+    return text
+
+
+def _string_keys() -> set[str]:
+    string_checkers = (Text, Choice, OptionalName, type(Device))
+    keys = {**train_keys(), **SPEC_KEYS}
+    return {k for k, c in keys.items() if isinstance(c, string_checkers)}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -313,32 +325,6 @@ def load_spec(path: str | Path | None = None, *, check_names: bool = True) -> St
 def _norm_name(name: str) -> str:
     """Registry spelling of a layer/model/dataset name: lower case, ``-`` -> ``_``."""
     return name.strip().lower().replace("-", "_")
-
-
-def _did_you_mean(word: str, options: Sequence[str]) -> str:
-    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
-
-
-def _train_config_cls() -> Any:
-    try:
-        module = importlib.import_module("actlab.train")
-    except ModuleNotFoundError:  # pragma: no cover - package always present in the repo
-        return None
-    return getattr(module, "TrainConfig", None)
-
-
-def train_keys() -> dict[str, Checker | None]:
-    """The training keys a spec accepts: :data:`TRAIN_KEYS` plus any further ``TrainConfig``
-    fields (checked by ``TrainConfig.from_dict`` only). ``seed`` comes from ``seeds``."""
-    keys: dict[str, Checker | None] = dict(TRAIN_KEYS)
-    cls = _train_config_cls()
-    if cls is not None and dataclasses.is_dataclass(cls):
-        for f in dataclasses.fields(cls):
-            keys.setdefault(f.name, None)
-    keys.pop("seed", None)
-    keys.pop("device", None)  # a top-level bookkeeping key
-    return keys
 
 
 class _Parser:
@@ -351,18 +337,18 @@ class _Parser:
     def check(self, key: str, value: Any, checker: Checker | None) -> Any:
         if checker is None:
             if isinstance(value, (dict, list)):
-                raise self.error(key, f"got {value!r}; expected a single value")
+                raise self.error(key, f"got {_short(value)}; expected a single value")
             return value
         try:
             return checker(value)
-        except _Bad as bad:
-            raise self.error(key, f"got {value!r}; expected {bad.expected}") from None
+        except Invalid as bad:
+            raise self.error(key, f"got {_short(value)}; expected {bad.expected}") from None
 
     def name_list(self, key: str, value: Any) -> tuple[str, ...]:
         if isinstance(value, str):
             value = [value]
         if not isinstance(value, list) or not value:
-            raise self.error(key, f"got {value!r}; expected a non-empty list of names")
+            raise self.error(key, f"got {_short(value)}; expected a non-empty list of names")
         out: list[str] = []
         for i, v in enumerate(value):
             if not isinstance(v, str) or not v.strip():
@@ -377,54 +363,90 @@ class _Parser:
         if isinstance(value, int) and not isinstance(value, bool):
             if value < 1:
                 raise self.error("seeds", f"got {value!r}; expected a count >= 1 or a list")
+            if value > MAX_SEEDS:
+                raise self.error("seeds", f"got {value}; at most {MAX_SEEDS} seeds per spec "
+                                          "(split a larger study into several specs)")
             return tuple(range(value))
-        if not isinstance(value, list) or not value:
-            raise self.error("seeds", f"got {value!r}; expected a count or a list of integers")
-        out = []
-        for i, v in enumerate(value):
-            out.append(self.check(f"seeds[{i}]", v, _int(0)))
+        if not isinstance(value, (list, tuple)) or not value:
+            raise self.error("seeds", f"got {_short(value)}; expected a count or a list of "
+                                      "integers")
+        if len(value) > MAX_SEEDS:
+            raise self.error("seeds", f"got a list of {len(value)} seeds; at most {MAX_SEEDS} "
+                                      "per spec (split a larger study into several specs)")
+        out = tuple(self.check(f"seeds[{i}]", v, Int(0)) for i, v in enumerate(value))
         if len(set(out)) != len(out):
-            raise self.error("seeds", f"got {value!r}; seeds must be distinct")
-        return tuple(out)
+            raise self.error("seeds", f"got {_short(value)}; seeds must be distinct")
+        return out
 
     def table(self, key: str, value: Any) -> dict[str, Any]:
         if not isinstance(value, dict):
-            raise self.error(key, f"got {value!r}; expected a table {{key = value, ...}}")
+            raise self.error(key, f"got {_short(value)}; expected a table {{key = value, ...}}")
         return dict(value)
 
+    def imports(self, value: Any, base_dir: Path) -> tuple[str, ...]:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list):
+            raise self.error("imports", f"got {_short(value)}; expected a list of module names "
+                                        "or .py paths")
+        out: list[str] = []
+        for i, item in enumerate(value):
+            key = f"imports[{i}]"
+            if not isinstance(item, str) or not item.strip():
+                raise self.error(key, f"got {item!r}; expected a module name or a .py path")
+            item = item.strip()
+            if item.endswith(".py") or "/" in item or "\\" in item:
+                path = Path(item).expanduser()
+                path = (base_dir / path if not path.is_absolute() else path).resolve()
+                if not path.is_file():
+                    raise self.error(key, f"plug-in file {item!r} not found (looked for {path}; "
+                                          "paths are relative to the spec file)")
+                item = str(path)
+            elif not _MODULE_NAME.match(item):
+                raise self.error(key, f"got {item!r}; expected a module name (a.b.c) or a "
+                                      ".py path")
+            if item not in out:
+                out.append(item)
+        return tuple(out)
 
-def _known_names(kind: str) -> list[str] | None:
-    """Registered names of ``kind`` (after importing the packages that register them), or None
-    when that part of the library registers nothing (then names are not checked)."""
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
+def _known_names(kind: str) -> list[str]:
+    """Registered names of ``kind`` (with aliases), after importing the packages that register
+    the built-in ones."""
     from actlab import registry
 
     for mod in ("actlab.nn", "actlab.models", "actlab.data"):
         importlib.import_module(mod)
-    reg = {
-        "activation": registry.ACTIVATIONS, "norm": registry.NORMS,
-        "model": registry.MODELS, "dataset": registry.DATASETS,
-    }[kind]
-    names = reg.names(include_aliases=True)
-    if kind == "dataset" and not names:
-        data = importlib.import_module("actlab.data")
-        lister = getattr(data, "list_datasets", None)
-        if callable(lister):
-            names = list(lister())
-    return names or None
+    return registry.REGISTRIES[kind].names(include_aliases=True)
 
 
 def _check_name(p: _Parser, key: str, kind: str, name: str) -> None:
     known = _known_names(kind)
-    if known is None:
-        return
     norm_name = _norm_name(name)
     if norm_name not in known:
-        shown = sorted(n for n in known)
-        raise p.error(
-            key,
-            f"unknown {kind} {name!r}{_did_you_mean(norm_name, known)} "
-            f"(known: {', '.join(shown)})",
-        )
+        raise p.error(key, f"unknown {kind} {name!r}{did_you_mean(norm_name, known)} "
+                           f"(known: {', '.join(sorted(known))})")
+
+
+def _check_aliases(p: _Parser, key: str, kind: str, names: Sequence[str]) -> None:
+    """Refuse two names of one layer (``acts = ["swish", "silu"]`` would run it twice)."""
+    from actlab import registry
+
+    reg = registry.REGISTRIES[kind]
+    seen: dict[str, str] = {}
+    for name in names:
+        if name not in reg:
+            continue
+        canonical = reg.resolve(name)
+        if canonical in seen:
+            raise p.error(key, f"{seen[canonical]!r} and {name!r} are the same {kind} "
+                               f"({canonical!r}); list it once")
+        seen[canonical] = name
 
 
 def _check_layer_kwargs(p: _Parser, key: str, kind: str, name: str, kw: dict[str, Any]) -> None:
@@ -459,18 +481,18 @@ def _check_model_kwargs(p: _Parser, key: str, model: str, kw: Mapping[str, Any])
 
 
 def _check_dataset_kwargs(p: _Parser, key: str, dataset: str, names: Sequence[str]) -> None:
-    data = importlib.import_module("actlab.data")
-    options = getattr(data, "dataset_options", None)
-    if not callable(options) or not names:
+    from actlab.data import dataset_options
+
+    if not names:
         return
     try:
-        known = list(options(dataset))
+        known = list(dataset_options(dataset))
     except KeyError:  # unknown dataset: reported by the name check
         return
     bad = [n for n in names if n not in known]
     if bad:
         raise p.error(key, f"dataset {dataset!r} does not take {bad[0]!r}"
-                           f"{_did_you_mean(bad[0], known)} (its options: {', '.join(known)})")
+                           f"{did_you_mean(bad[0], known)} (its options: {', '.join(known)})")
 
 
 def parse_spec(
@@ -479,25 +501,25 @@ def parse_spec(
     source: str = "<spec>",
     default_name: str | None = None,
     check_names: bool = True,
+    base_dir: str | Path | None = None,
 ) -> StudySpec:
     """Validate a spec given as a mapping (as read from TOML) and return a :class:`StudySpec`.
 
-    With ``check_names`` the activation, norm, model and dataset names are checked against the
-    registries (and layer keyword arguments by building each layer once).
+    With ``check_names`` the spec's plug-ins are loaded (``imports`` and the ``actlab.plugins``
+    entry points), then the activation, norm, model and dataset names are checked against the
+    registries (and layer keyword arguments by building each layer once). ``base_dir`` is the
+    folder that relative plug-in paths start from (the spec file's; default: the current one).
     """
     p = _Parser(source)
     if not isinstance(data, Mapping):
         raise p.error(None, f"expected a table of settings, got {type(data).__name__}")
     tkeys = train_keys()
-    allowed = sorted({*TOP_KEYS, *tkeys})
     for key in data:
-        if key not in allowed:
-            hint = _did_you_mean(key, allowed)
-            if key == "seed":
-                hint = "; did you mean 'seeds'?"
-            raise p.error(key, f"unknown key{hint} (allowed: {', '.join(allowed)})")
+        if key not in TOP_KEYS:
+            hint = "; did you mean 'seeds'?" if key == "seed" else did_you_mean(key, TOP_KEYS)
+            raise p.error(key, f"unknown key{hint} (allowed: {', '.join(TOP_KEYS)})")
 
-    merged = {**DEFAULTS, **data}
+    merged = {**SPEC_DEFAULTS, **data}
     raw_grid = data.get("grid")
     for req in ("dataset", "model", "acts"):
         swept = raw_grid.get(req) if isinstance(raw_grid, Mapping) else None
@@ -507,125 +529,123 @@ def parse_spec(
             raise p.error(req, "missing (required; or list its values under [grid])"
                           if req != "acts" else "missing (required)")
 
-    name = merged.get("name", default_name or "study")
-    name = p.check("name", name, _str)
-    dataset = _norm_name(p.check("dataset", merged["dataset"], _str))
-    model = _norm_name(p.check("model", merged["model"], _str))
+    merged.setdefault("name", default_name or "study")
+    scalars = {k: p.check(k, merged[k], c) for k, c in SPEC_KEYS.items() if k in merged}
     acts = p.name_list("acts", merged["acts"])
-    norms = p.name_list("norms", merged["norms"])
+    norms = p.name_list("norms", list(merged["norms"]))
     seeds = p.seeds(merged["seeds"])
+    imports = p.imports(merged.get("imports", []), Path(base_dir or "."))
 
-    train: dict[str, Any] = {}
-    for key, checker in tkeys.items():
-        if key in merged:
-            train[key] = p.check(key, merged[key], checker)
-
-    scalars = {k: p.check(k, merged[k], c) for k, c in _SCALAR_KEYS.items() if k in merged}
+    given = {k: p.check(k, data[k], tkeys[k]) for k in tkeys if k in data}
+    train = _train_config(p, given)
+    keyed = (*KEYED_TRAIN_FIELDS,
+             *(k for k in given if k not in KEYED_TRAIN_FIELDS and k not in BOOKKEEPING_KEYS))
 
     tables = {k: p.table(k, merged[k]) for k in _TABLE_KEYS if k in merged}
-    act_kwargs: dict[str, dict[str, Any]] = {}
-    for act, kw in tables.get("act_kwargs", {}).items():
-        act = _norm_name(act)
-        if act not in acts:
-            raise p.error(f"act_kwargs.{act}", f"{act!r} is not in acts {list(acts)}")
-        act_kwargs[act] = p.table(f"act_kwargs.{act}", kw)
-    norm_kwargs: dict[str, dict[str, Any]] = {}
-    for norm, kw in tables.get("norm_kwargs", {}).items():
-        norm = _norm_name(norm)
-        if norm not in norms:
-            raise p.error(f"norm_kwargs.{norm}", f"{norm!r} is not in norms {list(norms)}")
-        norm_kwargs[norm] = p.table(f"norm_kwargs.{norm}", kw)
-
+    act_kwargs = _layer_kwargs(p, "act_kwargs", "acts", tables.get("act_kwargs", {}), acts)
+    norm_kwargs = _layer_kwargs(p, "norm_kwargs", "norms", tables.get("norm_kwargs", {}), norms)
     resources = {"cpus": 1.0, "gpus": 0.0}
     for key, value in tables.get("resources", {}).items():
         if key not in _RESOURCE_KEYS:
-            hint = _did_you_mean(key, list(_RESOURCE_KEYS))
+            hint = did_you_mean(key, list(_RESOURCE_KEYS))
             raise p.error(f"resources.{key}",
                           f"unknown key{hint} (allowed: {', '.join(_RESOURCE_KEYS)})")
         resources[key] = p.check(f"resources.{key}", value, _RESOURCE_KEYS[key])
 
     dataset_kwargs = tables.get("dataset_kwargs", {})
     model_kwargs = tables.get("model_kwargs", {})
-    grid = _parse_grid(p, tables.get("grid", {}), data, tkeys, dataset_kwargs, model_kwargs)
+    grid = _parse_grid(p, tables.get("grid", {}), data, dataset_kwargs, model_kwargs)
+    for axis, values in grid.items():
+        if axis in tkeys:
+            for i, v in enumerate(values):
+                _train_config(p, {**given, axis: v}, where=f"grid.{axis}[{i}]")
 
-    _check_train_config(p, train, grid)
+    count = len(acts) * len(norms) * len(seeds) * math.prod(len(v) for v in grid.values())
+    if count > MAX_CELLS:
+        raise p.error(None, f"{count} cells ({len(acts)} acts x {len(norms)} norms x "
+                            f"{len(seeds)} seeds" + "".join(f" x {len(v)} {k}" for k, v in
+                                                            grid.items())
+                      + f"); at most {MAX_CELLS} per spec")
 
     if check_names:
-        swept = [a.partition(".")[2] for a in grid if a.startswith("dataset_kwargs.")]
-        for d in grid.get("dataset", (dataset,)):
-            _check_name(p, "grid.dataset" if "dataset" in grid else "dataset", "dataset", d)
-            _check_dataset_kwargs(p, "dataset_kwargs", d, list(dataset_kwargs))
-            _check_dataset_kwargs(p, "grid", d, swept)
-        swept_model = {a.partition(".")[2]: None for a in grid if a.startswith("model_kwargs.")}
-        for m in grid.get("model", (model,)):
-            _check_name(p, "grid.model" if "model" in grid else "model", "model", m)
-            _check_model_kwargs(p, "model_kwargs", m, model_kwargs)
-            _check_model_kwargs(p, "grid", m, swept_model)
-        for i, a in enumerate(acts):
-            _check_name(p, f"acts[{i}]", "activation", a)
-            _check_layer_kwargs(p, f"act_kwargs.{a}", "activation", a, act_kwargs.get(a, {}))
-        for i, n in enumerate(norms):
-            _check_name(p, f"norms[{i}]", "norm", n)
-            _check_layer_kwargs(p, f"norm_kwargs.{n}", "norm", n, norm_kwargs.get(n, {}))
+        _check_names(p, scalars, acts, norms, grid, dataset_kwargs, model_kwargs, act_kwargs,
+                     norm_kwargs, imports)
 
     return StudySpec(
-        name=name,
-        dataset=dataset,
-        model=model,
-        acts=acts,
-        norms=norms,
-        seeds=seeds,
-        train=train,
-        val_fraction=scalars.get("val_fraction", 0.1),
-        split_seed=scalars.get("split_seed", 0),
-        dataset_kwargs=dataset_kwargs,
-        model_kwargs=model_kwargs,
-        act_kwargs=act_kwargs,
-        norm_kwargs=norm_kwargs,
-        grid=grid,
-        resources=resources,
-        data_dir=scalars.get("data_dir"),
-        device=scalars.get("device", "auto"),
-        description=scalars.get("description", ""),
-        source=source,
+        name=scalars["name"], dataset=scalars["dataset"], model=scalars["model"], acts=acts,
+        norms=norms, seeds=seeds, train=train, keyed=keyed,
+        val_fraction=scalars["val_fraction"], split_seed=scalars["split_seed"],
+        threads=scalars["threads"], dataset_kwargs=dataset_kwargs, model_kwargs=model_kwargs,
+        act_kwargs=act_kwargs, norm_kwargs=norm_kwargs, grid=grid, resources=resources,
+        imports=imports, data_dir=scalars.get("data_dir"),
+        description=scalars.get("description", ""), source=source,
     )
 
 
-def _check_train_config(p: _Parser, train: Mapping[str, Any],
-                        grid: Mapping[str, tuple[Any, ...]]) -> None:
-    """Let ``TrainConfig.from_dict`` see the settings now (each grid value over the base), so
-    that a combination it refuses is reported when the spec is read, not mid-sweep."""
-    cls = _train_config_cls()
-    from_dict = getattr(cls, "from_dict", None)
-    if not callable(from_dict):
-        return
-    tkeys = train_keys()
-    trials: list[tuple[str, dict[str, Any]]] = [("", dict(train))]
-    for axis, values in grid.items():
-        if axis in tkeys:
-            trials += [(f"grid.{axis}[{i}]", {**train, axis: v}) for i, v in enumerate(values)]
-    for where, settings in trials:
-        try:
-            from_dict(settings)
-        except (TypeError, ValueError) as exc:
-            key = where or ", ".join(sorted(settings)) or "training settings"
-            if not where:
-                named = [k for k in settings if k in str(exc)]
-                key = named[0] if named else "training settings"
-            raise p.error(key, f"rejected by TrainConfig: {exc}") from None
+def _train_config(p: _Parser, settings: Mapping[str, Any], where: str = "") -> TrainConfig:
+    """Build the TrainConfig now, so that a combination it refuses (a cross-field rule) is
+    reported when the spec is read, not mid-sweep."""
+    try:
+        return TrainConfig.from_dict(settings)
+    except (TypeError, ValueError) as exc:
+        named = re.search(r"TrainConfig\.(\w+)", str(exc))
+        key = where or (named.group(1) if named else "training settings")
+        raise p.error(key, f"rejected by TrainConfig: {exc}") from None
+
+
+def _layer_kwargs(p: _Parser, key: str, list_key: str, table: Mapping[str, Any],
+                  names: Sequence[str]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for name, kw in table.items():
+        name = _norm_name(name)
+        if name not in names:
+            raise p.error(f"{key}.{name}", f"{name!r} is not in {list_key} {list(names)}")
+        out[name] = p.table(f"{key}.{name}", kw)
+    return out
+
+
+def _check_names(p: _Parser, scalars: Mapping[str, Any], acts: Sequence[str],
+                 norms: Sequence[str], grid: Mapping[str, tuple[Any, ...]],
+                 dataset_kwargs: Mapping[str, Any], model_kwargs: Mapping[str, Any],
+                 act_kwargs: Mapping[str, dict[str, Any]],
+                 norm_kwargs: Mapping[str, dict[str, Any]], imports: Sequence[str]) -> None:
+    from actlab.registry import PluginError, load_plugins
+
+    try:
+        load_plugins(imports)
+    except PluginError as exc:
+        raise p.error("imports", str(exc)) from None
+    swept = [a.partition(".")[2] for a in grid if a.startswith("dataset_kwargs.")]
+    for d in grid.get("dataset", (scalars["dataset"],)):
+        _check_name(p, "grid.dataset" if "dataset" in grid else "dataset", "dataset", d)
+        _check_dataset_kwargs(p, "dataset_kwargs", d, list(dataset_kwargs))
+        _check_dataset_kwargs(p, "grid", d, swept)
+    swept_model = {a.partition(".")[2]: None for a in grid if a.startswith("model_kwargs.")}
+    for m in grid.get("model", (scalars["model"],)):
+        _check_name(p, "grid.model" if "model" in grid else "model", "model", m)
+        _check_model_kwargs(p, "model_kwargs", m, model_kwargs)
+        _check_model_kwargs(p, "grid", m, swept_model)
+    for i, a in enumerate(acts):
+        _check_name(p, f"acts[{i}]", "activation", a)
+        _check_layer_kwargs(p, f"act_kwargs.{a}", "activation", a, act_kwargs.get(a, {}))
+    for i, n in enumerate(norms):
+        _check_name(p, f"norms[{i}]", "norm", n)
+        _check_layer_kwargs(p, f"norm_kwargs.{n}", "norm", n, norm_kwargs.get(n, {}))
+    _check_aliases(p, "acts", "activation", acts)
+    _check_aliases(p, "norms", "norm", norms)
 
 
 def _parse_grid(
     p: _Parser,
     grid: Mapping[str, Any],
     data: Mapping[str, Any],
-    tkeys: Mapping[str, Checker | None],
     dataset_kwargs: Mapping[str, Any],
     model_kwargs: Mapping[str, Any],
 ) -> dict[str, tuple[Any, ...]]:
     axes: dict[str, Checker | None] = {
-        **tkeys, "val_fraction": _SCALAR_KEYS["val_fraction"],
-        "split_seed": _SCALAR_KEYS["split_seed"], "dataset": _str, "model": _str,
+        **{k: c for k, c in train_keys().items() if k not in BOOKKEEPING_KEYS},
+        "val_fraction": SPEC_KEYS["val_fraction"], "split_seed": SPEC_KEYS["split_seed"],
+        "threads": SPEC_KEYS["threads"], "dataset": Name(), "model": Name(),
     }
     out: dict[str, tuple[Any, ...]] = {}
     for axis, values in grid.items():
@@ -646,14 +666,112 @@ def _parse_grid(
                                f"{axis.rstrip('s')}s = [...] at the top level")
         else:
             options = [*sorted(axes), "model_kwargs.<name>", "dataset_kwargs.<name>"]
-            raise p.error(key, f"cannot sweep {axis!r}{_did_you_mean(axis, sorted(axes))} "
+            raise p.error(key, f"cannot sweep {axis!r}{did_you_mean(axis, sorted(axes))} "
                                f"(sweepable: {', '.join(options)})")
         if not isinstance(values, list) or not values:
-            raise p.error(key, f"got {values!r}; expected a non-empty list of values")
+            raise p.error(key, f"got {_short(values)}; expected a non-empty list of values")
+        if len(values) > MAX_CELLS:
+            raise p.error(key, f"{len(values)} values; at most {MAX_CELLS} cells per spec")
         checked = tuple(p.check(f"{key}[{i}]", v, checker) for i, v in enumerate(values))
-        if axis in ("dataset", "model"):
-            checked = tuple(_norm_name(v) for v in checked)
         if len({repr(v) for v in checked}) != len(checked):
-            raise p.error(key, f"got {values!r}; values must be distinct")
+            raise p.error(key, f"got {_short(values)}; values must be distinct")
         out[axis] = checked
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# checks that depend on this machine
+# ----------------------------------------------------------------------------------------------
+_PROBE_SIZE = 8  # samples kept per split when a dataset is probed
+
+
+def preflight(spec: StudySpec, *, device: bool = True, data: bool = True) -> None:
+    """Check what a spec needs from this machine, raising :class:`SpecError` (one line):
+
+    * ``device``: the device exists here (``cuda:1`` on a one-GPU machine, ``mps`` without
+      Apple silicon fail now, not in every cell);
+    * ``data``: every dataset of the spec (each value of the ``dataset`` and ``dataset_kwargs.*``
+      axes) loads: file-based ones (MNIST, CIFAR, SVHN, ...) need their files present and
+      readable. Datasets that accept ``max_train``/``max_val``/``max_test`` are loaded with a
+      few samples per split only (the files are still read and checked in full).
+    """
+    if device:
+        problem = device_problem(spec.device)
+        if problem:
+            raise SpecError(spec.source, "device", f"{spec.device!r}: {problem}")
+    if data:
+        for dataset, kwargs in _dataset_points(spec):
+            _probe_dataset(spec, dataset, kwargs)
+
+
+def _dataset_points(spec: StudySpec) -> list[tuple[str, dict[str, Any]]]:
+    axes = {a: v for a, v in spec.grid.items() if a == "dataset" or a.startswith("dataset_kw")}
+    points = []
+    for values in itertools.product(*axes.values()):
+        point = dict(zip(axes, values, strict=True))
+        kwargs = {**spec.dataset_kwargs, **{a.partition(".")[2]: v for a, v in point.items()
+                                            if a != "dataset"}}
+        points.append((point.get("dataset", spec.dataset), kwargs))
+    return points
+
+
+def _probe_dataset(spec: StudySpec, dataset: str, kwargs: dict[str, Any]) -> None:
+    from actlab.data import dataset_options, load_dataset
+    from actlab.data.base import DatasetError
+    from actlab.registry import load_plugins
+
+    load_plugins(spec.imports)
+    options = set(dataset_options(dataset))
+    small = {k: _PROBE_SIZE for k in ("max_train", "max_val", "max_test")
+             if k in options and k not in kwargs}
+    try:
+        load_dataset(dataset, data_dir=spec.data_dir, val_fraction=spec.val_fraction,
+                     seed=spec.split_seed, **kwargs, **small)
+    except Exception as exc:  # a user's dataset may raise anything: report it in one line
+        text = str(exc).split("; pass data_dir=")[0]
+        if isinstance(exc, (DatasetError, OSError)):
+            hint = ("; put the files there, or point to them with --data-dir DIR, "
+                    "ACTLAB_DATA=DIR or data_dir in the spec")
+            raise SpecError(spec.source, "dataset", f"{text}{hint}") from None
+        raise SpecError(spec.source, "dataset", f"{dataset!r} cannot be loaded: "
+                                                f"{type(exc).__name__}: {text}") from None
+
+
+# ----------------------------------------------------------------------------------------------
+# reference
+# ----------------------------------------------------------------------------------------------
+_SPEC_KEY_DOCS = {
+    "name": ("file name", "study name (part of each cell's key)"),
+    "description": ('""', "free text"),
+    "dataset": ("required", "registered dataset (`actlab list datasets`); or a `[grid]` axis"),
+    "model": ("required", "registered model (`actlab list models`); or a `[grid]` axis"),
+    "acts": ("required", "activations to compare, e.g. `[\"relu\", \"sau\"]`"),
+    "norms": ('["bn"]', "normalisations to compare"),
+    "seeds": ("[0, 1, 2]", f"a count or a list of distinct integers >= 0 (at most {MAX_SEEDS})"),
+    "val_fraction": ("0.1", None),
+    "split_seed": ("0", None),
+    "threads": ("1", None),
+    "imports": ("[]", "plug-ins: module names or `.py` paths (relative to the spec file)"),
+    "data_dir": ("$ACTLAB_DATA", "folder of file-based datasets (`--data-dir` overrides it)"),
+    "dataset_kwargs": ("{}", "options of the dataset (`max_train`, `label_type`, ...)"),
+    "model_kwargs": ("{}", "options of the model (`width`, `depth`, ...)"),
+    "act_kwargs": ("{}", "per-activation options: `{ sau = { alpha = 0.1 } }`"),
+    "norm_kwargs": ("{}", "per-norm options"),
+    "grid": ("{}", "extra axes: `lr = [0.1, 0.05]`, `model_kwargs.width = [1, 2]`, ..."),
+    "resources": ("cpus = 1, gpus = 0", "what each Ray task asks for (`cpus`, `gpus`, "
+                                         "`memory_gb`)"),
+}
+
+
+def spec_reference() -> str:
+    """The spec keys as a Markdown table (key, default, allowed values), from the schema itself:
+    the spec's own keys, then every ``TrainConfig`` field. The README's reference is this text."""
+    rows = ["| key | default | allowed |", "|---|---|---|"]
+    for key, (default, doc) in _SPEC_KEY_DOCS.items():
+        check = SPEC_KEYS.get(key)
+        rows.append(f"| `{key}` | {default} | {doc or check.expected} |")  # type: ignore[union-attr]
+    for key, check in train_keys().items():
+        default = TrainConfig.defaults()[key]
+        shown = "none" if default is None else f"`{json.dumps(default)}`"
+        rows.append(f"| `{key}` | {shown} | {check.expected} |")  # type: ignore[attr-defined]
+    return "\n".join(rows)

@@ -12,29 +12,36 @@ Learning-rate scaling follows Deep Control (Zhang et al.): with ``lr_scaling="li
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["TrainConfig"]
+from actlab.schema import (
+    Bool,
+    Checker,
+    Choice,
+    Device,
+    Float,
+    Int,
+    Invalid,
+    Milestones,
+    Optional,
+    OptionalName,
+    did_you_mean,
+)
 
-_CHOICES: dict[str, tuple[str, ...]] = {
-    "optimizer": ("sgd", "adam", "adamw"),
-    "lr_scaling": ("none", "linear"),
-    "schedule": ("none", "cosine", "step"),
-    "class_weights": ("none", "enet"),
-    "amp_dtype": ("float16", "bfloat16"),
-}
+__all__ = ["TrainConfig", "setting", "device_problem"]
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+def setting(default: Any, check: Checker) -> Any:
+    """A ``TrainConfig`` field: its default and the checker that validates and normalises it.
 
-
-def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    This is the one definition of a training setting: ``TrainConfig`` validates with it, and the
+    experiment spec (``actlab.sweep.spec``), ``actlab run --set`` and the README reference read
+    it from the field's metadata (``dataclasses.fields(TrainConfig)``). A new recipe option is
+    one new ``setting`` line here (plus its use in the loop).
+    """
+    return field(default=default, metadata={"check": check})
 
 
 @dataclass
@@ -78,107 +85,61 @@ class TrainConfig:
             process reads; > 0: persistent workers; memory is pinned on CUDA).
     """
 
-    epochs: int = 10
-    batch_size: int = 32
-    optimizer: str = "sgd"
-    lr: float = 0.05
-    lr_scaling: str = "none"
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    nesterov: bool = False
-    wd_exclude_1d: bool = False
-    schedule: str = "none"
-    step_size: int | list[int] = 30
-    step_gamma: float = 0.1
-    warmup_epochs: int | float = 0
-    augment: str | None = None
-    amp: bool = False
-    amp_dtype: str = "float16"
-    class_weights: str = "none"
-    label_smoothing: float = 0.0
-    grad_clip: float | None = None
-    seed: int = 0
-    device: str = "auto"
-    deterministic: bool = False
-    eval_batch_size: int = 512
-    drop_last: bool = True
-    log_layer_stats: bool = True
-    # ---- data loading (data at scale; they do not change results) ---------------------------
-    loader: str = "memory"
-    num_workers: int = 0
-    # ------------------------------------------------------------------------------------------
+    epochs: int = setting(10, Int(1))
+    batch_size: int = setting(32, Int(1))
+    optimizer: str = setting("sgd", Choice("sgd", "adam", "adamw"))
+    lr: float = setting(0.05, Float(0.0, lo_open=True))
+    lr_scaling: str = setting("none", Choice("none", "linear"))
+    momentum: float = setting(0.9, Float(0.0, 1.0, hi_open=True))
+    weight_decay: float = setting(0.0, Float(0.0))
+    nesterov: bool = setting(False, Bool)
+    wd_exclude_1d: bool = setting(False, Bool)
+    schedule: str = setting("none", Choice("none", "cosine", "step"))
+    step_size: int | list[int] = setting(30, Milestones)
+    step_gamma: float = setting(0.1, Float(0.0, 1.0, lo_open=True))
+    warmup_epochs: int | float = setting(0, Float(0.0))
+    augment: str | None = setting(None, OptionalName())
+    amp: bool = setting(False, Bool)
+    amp_dtype: str = setting("float16", Choice("float16", "bfloat16"))
+    class_weights: str = setting("none", Choice("none", "enet"))
+    label_smoothing: float = setting(0.0, Float(0.0, 1.0, hi_open=True))
+    grad_clip: float | None = setting(None, Optional(Float(0.0, lo_open=True)))
+    seed: int = setting(0, Int())
+    device: str = setting("auto", Device)
+    deterministic: bool = setting(False, Bool)
+    eval_batch_size: int = setting(512, Int(1))
+    drop_last: bool = setting(True, Bool)
+    log_layer_stats: bool = setting(True, Bool)
+    # ---- data loading (data at scale; bookkeeping: they do not change results) ---------------
+    loader: str = setting("memory", Choice("memory", "stream"))
+    num_workers: int = setting(0, Int(0))
 
     def __post_init__(self) -> None:
         self.validate()
 
     # ------------------------------------------------------------------------------------------
     def validate(self) -> None:
-        """Raise ValueError / TypeError naming the first bad field."""
-
-        def bad(name: str, expected: str, exc: type[Exception] = ValueError) -> None:
-            raise exc(f"TrainConfig.{name} must be {expected}, got {getattr(self, name)!r}")
-
-        for name in ("epochs", "batch_size", "eval_batch_size"):
-            v = getattr(self, name)
-            if not _is_int(v):
-                bad(name, "an int >= 1", TypeError)
-            if v < 1:
-                bad(name, "an int >= 1")
-        if not _is_int(self.seed):
-            bad("seed", "an int", TypeError)
-        for name, choices in _CHOICES.items():
-            v = getattr(self, name)
-            if not isinstance(v, str) or v.lower() not in choices:
-                bad(name, "one of " + ", ".join(map(repr, choices)))
-            setattr(self, name, v.lower())
-        if not _is_num(self.lr) or self.lr <= 0:
-            bad("lr", "a finite number > 0")
-        if not _is_num(self.momentum) or not 0 <= self.momentum < 1:
-            bad("momentum", "a number in [0, 1)")
-        if not _is_num(self.weight_decay) or self.weight_decay < 0:
-            bad("weight_decay", "a number >= 0")
-        if not _is_num(self.step_gamma) or not 0 < self.step_gamma <= 1:
-            bad("step_gamma", "a number in (0, 1]")
-        if not _is_num(self.label_smoothing) or not 0 <= self.label_smoothing < 1:
-            bad("label_smoothing", "a number in [0, 1)")
-        if not _is_num(self.warmup_epochs) or self.warmup_epochs < 0:
-            bad("warmup_epochs", "a number >= 0")
-        if self.grad_clip is not None and (not _is_num(self.grad_clip) or self.grad_clip <= 0):
-            bad("grad_clip", "None or a number > 0")
-        ss = self.step_size
-        if _is_int(ss):
-            if ss < 1:
-                bad("step_size", "an int >= 1 or a list of increasing milestone epochs")
-        elif isinstance(ss, (list, tuple)) and all(_is_int(m) and m >= 1 for m in ss):
-            if list(ss) != sorted(set(ss)):
-                bad("step_size", "a strictly increasing list of milestone epochs")
-            self.step_size = list(ss)
-        else:
-            bad("step_size", "an int >= 1 or a list of increasing milestone epochs", TypeError)
-        if self.augment is not None:
-            if not isinstance(self.augment, str):
-                bad("augment", "None or an augmentation spec string", TypeError)
-            if self.augment.strip().lower() in ("", "none"):
-                self.augment = None
-        dev = self.device
-        if not isinstance(dev, str) or not (
-            dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())
-        ):
-            bad("device", "'auto', 'cpu', 'cuda' or 'cuda:N'")
-        for name in ("nesterov", "amp", "deterministic", "log_layer_stats", "drop_last",
-                     "wd_exclude_1d"):
-            if not isinstance(getattr(self, name), bool):
-                bad(name, "a bool", TypeError)
-        # ---- data loading --------------------------------------------------------------------
-        if not isinstance(self.loader, str) or self.loader.lower() not in ("memory", "stream"):
-            bad("loader", "'memory' or 'stream'")
-        self.loader = self.loader.lower()
-        if not _is_int(self.num_workers) or self.num_workers < 0:
-            bad("num_workers", "an int >= 0", TypeError if not _is_int(self.num_workers)
-                else ValueError)
-        # --------------------------------------------------------------------------------------
+        """Check and normalise every field with its checker; raise ValueError (TypeError for a
+        value of the wrong type) naming the first bad field, then the cross-field rules."""
+        for name, check in self.checkers().items():
+            value = getattr(self, name)
+            try:
+                setattr(self, name, check(value))
+            except Invalid as bad:
+                exc = TypeError if bad.type_error else ValueError
+                raise exc(f"TrainConfig.{name} must be {bad.expected}, got {value!r}") from None
         if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
             raise ValueError("TrainConfig.nesterov=True needs optimizer='sgd' and momentum > 0")
+
+    @classmethod
+    def checkers(cls) -> dict[str, Checker]:
+        """``{field name: checker}`` in field order (the schema of the training settings)."""
+        return {f.name: f.metadata["check"] for f in dataclasses.fields(cls) if f.init}
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """``{field name: default}`` in field order."""
+        return {f.name: f.default for f in dataclasses.fields(cls) if f.init}
 
     # ------------------------------------------------------------------------------------------
     @property
@@ -200,8 +161,8 @@ class TrainConfig:
         if unknown:
             hints = []
             for k in unknown:
-                close = difflib.get_close_matches(str(k), known, n=1)
-                hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+                close = did_you_mean(str(k), known)  # "; did you mean 'x'?" or ""
+                hints.append(f"{k!r}" + (f" ({close[2:]})" if close else ""))
             raise ValueError(
                 f"unknown TrainConfig key(s): {', '.join(hints)}. Known keys: {', '.join(known)}"
             )
@@ -216,3 +177,29 @@ class TrainConfig:
 
     def replace(self, **changes: Any) -> TrainConfig:
         return self.from_dict({**self.to_dict(), **changes})
+
+
+def device_problem(device: str) -> str | None:
+    """Why ``device`` cannot be used on this machine, or None when it can.
+
+    ``TrainConfig`` checks the spelling only (a config may be written on one machine and run on
+    another); this asks torch whether the device exists here: ``cuda``/``cuda:N`` need CUDA with
+    more than N devices, ``mps`` needs the Apple-silicon backend. ``auto`` and ``cpu`` always work.
+    """
+    import torch
+
+    if device in ("auto", "cpu"):
+        return None
+    if device == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            return "the MPS backend is not available on this machine (use 'cpu' or 'auto')"
+        return None
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    index = int(device[5:]) if device.startswith("cuda:") else 0
+    if count == 0:
+        return "CUDA is not available on this machine (use 'cpu' or 'auto')"
+    if index >= count:
+        have = ", ".join(f"cuda:{i}" for i in range(count))
+        return f"this machine has {count} CUDA device{'s' if count > 1 else ''} ({have})"
+    return None

@@ -1,0 +1,33 @@
+"""The process state a cell runs under, set the same way in every process that runs one.
+
+A cell's numbers depend on the torch intra-op thread count (reductions are split differently),
+and its layers, model and dataset may come from plug-ins. :func:`cell_environment` pins
+``torch.set_num_threads(cell.threads)`` and loads the cell's plug-ins before it trains, whether
+it runs in the ``actlab run`` process, a spawned worker (``--workers N``) or a Ray task, so the
+same cell gives the same numbers in each; the previous thread count is restored afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+from actlab.registry import load_plugins
+from actlab.sweep.grid import Cell
+
+__all__ = ["cell_environment"]
+
+
+@contextlib.contextmanager
+def cell_environment(cell: Cell) -> Iterator[None]:
+    """Load ``cell.imports`` (and the installed plug-in entry points), run the body with
+    ``cell.threads`` torch threads, then restore the thread count."""
+    import torch
+
+    load_plugins(cell.imports)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(cell.threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
