@@ -8,11 +8,11 @@ it.
 
 Figures follow the papers:
 
-* SAU vs Leaky ReLU for several n, with derivatives (Biswas et al., SAU, ECCV 2022, Fig. 1);
+* SAU vs Leaky ReLU for several n, with derivatives (Biswas et al., SAU, arXiv 2021, Fig. 1);
 * ASH's gate ``sigmoid(2α(u − z))`` against the standardised input ``u = (x − μ_X)/σ_X``
-  (Lee et al., Stochastic Adaptive Activation Function, NeurIPS 2022);
+  (K. Lee et al., Stochastic Adaptive Activation Function, NeurIPS 2022);
 * BN vs AGC validation error per epoch across batch sizes and learning rates
-  (Ruff, Deep Control, 2017, Fig. 1).
+  (B. Ruff, Deep Control, arXiv 2017, Fig. 1).
 """
 
 from __future__ import annotations

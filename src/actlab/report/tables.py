@@ -6,7 +6,7 @@ Summary table
     metric over seeds. The best layer of each column (at equal values of the other axes) is in
     bold — the largest mean for accuracy/mIoU, the smallest for error/loss.
 
-Win/tie/loss table (the style of Table 8 of Biswas et al., *SAU*, ECCV 2022)
+Win/tie/loss table (the style of Table 8 of Biswas et al., *SAU*, arXiv 2021)
     for each baseline, the number of (dataset, model[, axes]) cells in which the candidate is
     significantly better, not significantly different, or significantly worse, decided by a
     two-sided t-test at level ``alpha`` — the paired t-test when both layers ran the same seeds,
