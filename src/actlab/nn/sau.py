@@ -2,7 +2,8 @@ r"""``SAU`` module: the smooth activation unit with learnable slope α (and opti
 
 Reference: K. Biswas, S. Kumar, S. Banerjee, A. K. Pandey, "SAU: Smooth activation function using
 convolution with approximate identities", arXiv preprint, 2021 (arXiv:2109.13210).
-``SAU(x) = (LeakyReLU_α * φ_n)(x)``; see :mod:`actlab.functional.sau` for the formulas (``"exact"`` convolution or the paper's Eq. 3, optionally zero-centred).
+``SAU(x) = (LeakyReLU_α * φ_n)(x)``; see :mod:`actlab.functional.sau` for the formulas
+(``"exact"`` convolution or the paper's Eq. 3, optionally zero-centred).
 """
 
 from __future__ import annotations
