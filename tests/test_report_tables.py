@@ -234,7 +234,7 @@ def test_summary_intervals_stay_in_range(tmp_path):
 
     path = tmp_path / "edge.sqlite"
     con = connect(path)
-    for seed, acc in enumerate([0.90806, 0.93314]):  # the n = 2 case: t gives [76.13, 107.99]
+    for seed, acc in enumerate([0.90806, 0.93314]):  # t gives [76.13, 107.99]
         add_run(con, study="s", dataset="d", model="m", act="relu", norm="bn", seed=seed,
                 history=fake_history(acc))
     con.commit()
