@@ -264,7 +264,8 @@ def add_plot_arguments(parser: argparse.ArgumentParser) -> None:
                         help="directory for the figure files (default: figures)")
     parser.add_argument("--format", dest="image_format", choices=("png", "pdf", "svg"),
                         default="png", help="image format (default png)")
-    parser.add_argument("--dpi", type=int, default=120)
+    parser.add_argument("--dpi", type=int, default=200,
+                        help="resolution of PNG files (default 200)")
     parser.add_argument("--act", action="append", metavar="NAMES",
                         help="activations: only these registered names (default: every "
                              "baseline, plus SAU vs Leaky ReLU and the ASH gate if registered)")

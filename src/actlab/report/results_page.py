@@ -168,7 +168,7 @@ def write_results_page(
     activations: bool = True,
     figures: bool = True,
     image_format: str = "png",
-    dpi: int = 120,
+    dpi: int = 200,
     title: str = "Results",
     claims: Mapping[str | None, Sequence[Claim | str]] | None = None,
     keep_claims: bool = True,
