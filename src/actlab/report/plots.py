@@ -617,7 +617,7 @@ def plot_val_loss(
         ax.set_visible(False)
     _legend_below(fig, _handles(styles), layers)
     head = _common_title(list(data), axes, common)
-    if head and len(data) > 1:
+    if head:
         fig.suptitle(head)
     return fig
 

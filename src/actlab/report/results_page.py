@@ -117,7 +117,8 @@ def _claims_block(key: str | None, claims: Sequence[Claim | str] | None,
 
 _CAPTIONS = {
     "curves": "Training curves: train (dashed) and test (solid) accuracy and loss, mean ± std "
-              "over seeds",
+              "over seeds (with more than 7 layers, the paper layers and ReLU in colour and the "
+              "others in grey)",
     "val-loss": "Validation loss per epoch, all layers, mean ± std over seeds",
     "bn-vs-agc": "Validation error per epoch across batch sizes (rows) and learning rates "
                  "(columns)",
