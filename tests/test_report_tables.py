@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats as st
 
-from actlab.report.grouping import higher_is_better, varying_axes
+from actlab.report.grouping import higher_is_better, metric_bounds, varying_axes
 from actlab.report.load import StoreError, load_runs
 from actlab.report.tables import summarize_runs, win_tie_loss
 from test_report_fixtures import BASE, NOISE, make_layer_store, make_norm_store
@@ -247,6 +247,9 @@ def test_summary_intervals_stay_in_range(tmp_path):
     assert "92.06 ± 1.77 [76.13, 100.00]" in text and "Student t, clipped to [0, 100]" in text
     loss = summarize_runs(load_runs(path), "test_loss")
     assert loss.bounds == (0.0, np.inf) and loss.get("d", "m", "relu").summary.ci_low >= 0.0
+    assert metric_bounds("test_acc", [0.5, 97.0]) == (0.0, 100.0)
+    assert metric_bounds("test_acc", [0.5, 101.0]) is None
+    assert metric_bounds("val_loss", [-0.1]) is None and metric_bounds("weird", [0.5]) is None
 
 
 def _holm(p):

@@ -65,11 +65,12 @@ _NON_NEGATIVE = ("loss", "time", "mem", "nll", "perplexity", "num_params")
 def metric_bounds(metric: str, values: Iterable[float] = ()) -> tuple[float, float] | None:
     """The range a metric's values can take: ``(0, 1)`` for accuracy-, IoU- and error-like
     fractions (``(0, 100)`` when ``values`` show they are stored in percent), ``(0, inf)`` for
-    losses, times and memory; ``None`` when the name says nothing about it."""
+    losses, times and memory; ``None`` when the name says nothing about it or ``values`` leave
+    the range it implies."""
     name = metric.lower()
     vals = [float(v) for v in values]
     if any(k in name for k in _NON_NEGATIVE):
-        return (0.0, math.inf)
+        return (0.0, math.inf) if all(v >= 0.0 for v in vals) else None
     if any(k in name for k in _FRACTIONS):
         if all(0.0 <= v <= 1.0 for v in vals):
             return (0.0, 1.0)
