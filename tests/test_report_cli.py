@@ -240,3 +240,40 @@ def test_report_page_command_writes_the_page_and_keeps_hand_written_claims(db, t
     assert "no finished runs" in capsys.readouterr().err
     assert run_report(_report(["--db", str(db), "--no-figures"])) == 2
     assert "need --page" in capsys.readouterr().err
+
+
+def test_report_baseline_without_norm_suffix_and_correction_flag(db, capsys):
+    args = _report(["--db", str(db), "--study", "bn_vs_agc", "--baseline", "relu"])
+    assert args.correction == "holm"
+    assert run_report(args) == 0
+    out = capsys.readouterr().out
+    assert "relu+agc vs baselines" in out and "\nrelu+bn " in out
+    assert "Holm-corrected" in out
+    assert run_report(_report(["--db", str(db), "--study", "bn_vs_agc", "--candidate",
+                               "relu+agc", "--baseline", "relu", "--correction", "none"])) == 0
+    out = capsys.readouterr().out
+    assert "no correction for multiple comparisons" in out
+    assert run_report(_report(["--db", str(db), "--study", "bn_vs_agc", "--baseline",
+                               "gelu"])) == 2
+    err = capsys.readouterr().err
+    assert "no layer 'gelu'" in err and err.count("\n") == 1
+    with pytest.raises(SystemExit):
+        _report(["--correction", "bonferroni"])
+    capsys.readouterr()
+
+
+def test_report_ambiguous_baseline_is_a_one_line_error(tmp_path, capsys):
+    from test_report_fixtures import add_run, fake_history
+
+    path = make_norm_store(tmp_path / "three.sqlite")
+    con = connect(path)
+    for seed in range(3):
+        add_run(con, study="bn_vs_agc", dataset="digits", model="tiny_cnn", act="relu",
+                norm="gn", seed=seed, config={"train": {"batch_size": 2, "lr": 0.01}},
+                history=fake_history(0.8 + 0.01 * seed))
+    con.commit()
+    con.close()
+    assert run_report(_report(["--db", str(path), "--baseline", "relu"])) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "baseline layer 'relu' is ambiguous: it matches relu+bn, relu+gn" in err

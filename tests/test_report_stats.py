@@ -165,3 +165,93 @@ def test_compare_decides_equal_paired_differences_by_the_sign_test():
     assert varied.result.test == "paired"
     assert varied.result.pvalue == pytest.approx(
         st.ttest_rel([1.0, 2.0, 3.5], [0.5, 1.0, 2.0]).pvalue, rel=1e-10)
+
+
+# -- intervals clipped to the metric's range ---------------------------------------------------
+@pytest.mark.parametrize("values", [[0.99, 0.80], [0.995, 0.999, 0.97], [0.02, 0.0, 0.25]])
+def test_interval_clipped_to_range_matches_scipy(values):
+    ref_lo, ref_hi = st.t.interval(0.95, len(values) - 1, loc=np.mean(values),
+                                   scale=st.sem(values))
+    assert ref_lo < 0.0 or ref_hi > 1.0  # the plain t-interval leaves [0, 1] here
+    lo, hi = stats.confidence_interval(values, 0.95, bounds=(0.0, 1.0))
+    assert (lo, hi) == pytest.approx(tuple(np.clip([ref_lo, ref_hi], 0.0, 1.0)), rel=1e-12)
+    s = stats.summarize(values, bounds=(0.0, 1.0))
+    assert (s.ci_low, s.ci_high, s.bounds) == (lo, hi, (0.0, 1.0))
+    # the issue's example: two seeds with mean 92.06 % gave [76.13, 107.99]
+    lo, hi = stats.confidence_interval([90.806, 93.314], bounds=(0.0, 100.0))
+    assert hi == 100.0 and lo == pytest.approx(76.13, abs=0.01)
+
+
+def test_interval_inside_range_is_unchanged_and_bad_bounds_raise():
+    assert stats.confidence_interval(A, bounds=(0.0, 1.0)) == stats.confidence_interval(A)
+    assert stats.confidence_interval(A, bounds=(0.0, math.inf)) == stats.confidence_interval(A)
+    with pytest.raises(ValueError, match="outside the bounds"):
+        stats.confidence_interval([0.5, 1.5], bounds=(0.0, 1.0))
+    with pytest.raises(ValueError, match="low < high"):
+        stats.confidence_interval(A, bounds=(1.0, 0.0))
+
+
+# -- multiple-comparison corrections -----------------------------------------------------------
+def _holm_naive(p):
+    """Holm's step-down written from the definition: reject H_(1..k) while
+    p_(k) <= alpha / (m - k + 1); the adjusted p is the smallest alpha that rejects."""
+    m = len(p)
+    order = sorted(range(m), key=lambda i: p[i])
+    out = [0.0] * m
+    running = 0.0
+    for k, i in enumerate(order, start=1):
+        running = max(running, min(1.0, (m - k + 1) * p[i]))
+        out[i] = running
+    return out
+
+
+def _bh_naive(p):
+    """BH adjusted p: min over j >= rank of m p_(j) / j (computed with a double loop)."""
+    m = len(p)
+    order = sorted(range(m), key=lambda i: p[i])
+    ps = [p[i] for i in order]
+    out = [0.0] * m
+    for r in range(m):
+        out[order[r]] = min(min(1.0, m * ps[j] / (j + 1)) for j in range(r, m))
+    return out
+
+
+P = [0.01, 0.04, 0.03, 0.005, 0.20, 0.04, 0.9, 0.0]
+
+
+def test_holm_matches_a_naive_implementation():
+    adj = stats.adjust_pvalues(P, "holm")
+    assert adj == pytest.approx(_holm_naive(P), abs=1e-15)
+    # rejection at 0.05 equals the step-down procedure itself
+    m, order = len(P), np.argsort(P, kind="stable")
+    reject = np.zeros(m, bool)
+    for k, i in enumerate(order, start=1):
+        if P[i] > 0.05 / (m - k + 1):
+            break
+        reject[i] = True
+    assert [a <= 0.05 for a in adj] == reject.tolist()
+
+
+def test_bh_matches_scipy_and_a_naive_implementation():
+    adj = stats.adjust_pvalues(P, "bh")
+    assert adj == pytest.approx(_bh_naive(P), abs=1e-15)
+    assert adj == pytest.approx(st.false_discovery_control(P, method="bh").tolist(), abs=1e-12)
+
+
+def test_no_correction_and_bad_input():
+    assert stats.adjust_pvalues(P, "none") == P
+    assert stats.adjust_pvalues([], "holm") == []
+    with pytest.raises(ValueError, match="correction must be one of"):
+        stats.adjust_pvalues(P, "bonferroni")
+    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+        stats.adjust_pvalues([0.5, 1.5])
+
+
+def test_corrected_comparison_is_decided_on_the_adjusted_p():
+    cmp_ = stats.compare(dict(enumerate(A)), dict(enumerate(C)))
+    assert cmp_.outcome == "tie" or cmp_.result.pvalue < 0.05
+    win = stats.compare(dict(enumerate(A)), dict(enumerate(B)))
+    assert win.outcome == "win" and win.pvalue == win.result.pvalue
+    again = win.corrected(0.2, "holm")
+    assert again.outcome == "tie" and again.pvalue == 0.2 and again.result is win.result
+    assert win.corrected(0.001, "bh").outcome == "win"

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats as st
 
-from actlab.report.grouping import higher_is_better, varying_axes
+from actlab.report.grouping import higher_is_better, metric_bounds, varying_axes
 from actlab.report.load import StoreError, load_runs
 from actlab.report.tables import summarize_runs, win_tie_loss
 from test_report_fixtures import BASE, NOISE, make_layer_store, make_norm_store
@@ -226,3 +226,84 @@ def test_repeated_seed_is_kept_and_unpaired(layer_db):
     wtl = win_tie_loss(runs, "sau", ["relu"], axes=[])
     cell = next(c for c in wtl.cells if (c.dataset, c.model) == ("digits", "mlp"))
     assert cell.comparison.result.test == "welch" and cell.n_baseline == 6
+
+
+# -- intervals within the metric's range, corrections, baseline names ------------------------
+def test_summary_intervals_stay_in_range(tmp_path):
+    from test_report_fixtures import add_run, connect, fake_history
+
+    path = tmp_path / "edge.sqlite"
+    con = connect(path)
+    for seed, acc in enumerate([0.90806, 0.93314]):  # t gives [76.13, 107.99]
+        add_run(con, study="s", dataset="d", model="m", act="relu", norm="bn", seed=seed,
+                history=fake_history(acc))
+    con.commit()
+    con.close()
+    table = summarize_runs(load_runs(path))
+    s = table.get("d", "m", "relu").summary
+    ref = st.t.interval(0.95, 1, loc=0.9206, scale=st.sem([0.90806, 0.93314]))
+    assert ref[1] > 1.0 and s.ci_high == 1.0 and s.ci_low == pytest.approx(ref[0], rel=1e-9)
+    text = table.format("text")
+    assert "92.06 ± 1.77 [76.13, 100.00]" in text and "Student t, clipped to [0, 100]" in text
+    loss = summarize_runs(load_runs(path), "test_loss")
+    assert loss.bounds == (0.0, np.inf) and loss.get("d", "m", "relu").summary.ci_low >= 0.0
+    assert metric_bounds("test_acc", [0.5, 97.0]) == (0.0, 100.0)
+    assert metric_bounds("test_acc", [0.5, 101.0]) is None
+    assert metric_bounds("val_loss", [-0.1]) is None and metric_bounds("weird", [0.5]) is None
+
+
+def _holm(p):
+    m = len(p)
+    order = sorted(range(m), key=lambda i: p[i])
+    out, running = [0.0] * m, 0.0
+    for k, i in enumerate(order, start=1):
+        running = max(running, min(1.0, (m - k + 1) * p[i]))
+        out[i] = running
+    return out
+
+
+def test_win_tie_loss_correction_decides_on_adjusted_p(norm_db):
+    runs = load_runs(norm_db)
+    raw = win_tie_loss(runs, "relu+agc", ["relu+bn"], correction="none")
+    holm = win_tie_loss(runs, "relu+agc", ["relu+bn"])  # Holm is the default
+    assert holm.correction == "holm" and raw.correction == "none"
+    ps = [c.comparison.result.pvalue for c in raw.cells]
+    ref = _holm(ps)
+    for c, p_adj in zip(holm.cells, ref, strict=True):
+        assert c.comparison.pvalue == pytest.approx(p_adj, rel=1e-12)
+        diff = c.comparison.result.mean_difference
+        assert c.outcome == ("win" if p_adj < 0.05 and diff > 0 else
+                             "loss" if p_adj < 0.05 else "tie")
+    assert "Holm-corrected over the 4 comparisons" in holm.format("text")
+    assert "no correction for multiple comparisons" in raw.format("text")
+    details = holm.format("md", details=True)
+    assert "p (holm)" in details
+    rows = list(csv.DictReader(io.StringIO(win_tie_loss(runs, "relu+agc", ["relu+bn"],
+                                                        correction="bh").format("csv"))))
+    assert {r["correction"] for r in rows} == {"bh"}
+    assert [float(r["pvalue_adjusted"]) for r in rows] == pytest.approx(
+        st.false_discovery_control(ps).tolist(), rel=1e-12)
+    with pytest.raises(ValueError, match="correction must be one of"):
+        win_tie_loss(runs, "relu+agc", correction="bonferroni")
+
+
+def test_baseline_without_norm_suffix(tmp_path, norm_db):
+    runs = load_runs(norm_db)
+    wtl = win_tie_loss(runs, "relu+agc", ["relu"])
+    assert wtl.baselines == ["relu+bn"]
+    # three norms: 'relu' still means relu+bn when the candidate is relu+agc, but not otherwise
+    from test_report_fixtures import add_run, connect, fake_history
+
+    path = make_norm_store(tmp_path / "three.sqlite")
+    con = connect(path)
+    for seed in range(3):
+        add_run(con, study="bn_vs_agc", dataset="digits", model="tiny_cnn", act="relu",
+                norm="gn", seed=seed, config={"train": {"batch_size": 2, "lr": 0.01}},
+                history=fake_history(0.8 + 0.01 * seed))
+    con.commit()
+    con.close()
+    runs3 = load_runs(path)
+    with pytest.raises(ValueError, match=r"baseline layer 'relu' is ambiguous: it matches "
+                                         r"relu\+bn, relu\+gn; write one of these"):
+        win_tie_loss(runs3, "relu+agc", ["relu"])
+    assert win_tie_loss(runs3, "relu+agc", ["relu+gn"]).baselines == ["relu+gn"]

@@ -21,7 +21,14 @@ Transforms:
   ``R(-angle) (q - t)``: positive angles turn the content clockwise on screen, positive
   ``t = (dx, dy)`` moves it right / down.
 
-:func:`build_augment` parses a compact spec such as ``"crop4+flip"`` into a :class:`Compose`.
+* **Keras-style affine** (``keras(...)`` / :class:`actlab.data.keras_augment.KerasAffine`):
+  random rotation, width/height shift, shear, zoom and horizontal flip with Keras's
+  ``ImageDataGenerator`` parameters and fill modes (nearest / constant / reflect / wrap), as one
+  inverse map per sample; see :mod:`actlab.data.keras_augment`.
+
+:func:`build_augment` parses a compact spec such as ``"crop4+flip"`` or
+``"keras(rotation_range=15,zoom_range=0.1,horizontal_flip=true,fill_mode=reflect)"`` into a
+:class:`Compose`.
 """
 
 from __future__ import annotations
@@ -391,13 +398,21 @@ class Compose:
 AUGMENT_GRAMMAR = (
     "tokens joined by '+': crop<P>[_zero|_reflect|_replicate] (pad P px, random crop), "
     "flip[<p>] (horizontal flip, p=0.5), rot<D> (rotate within +-D degrees), "
-    "shift<S> (shift within +-S px); 'none' or '' for no augmentation"
+    "shift<S> (shift within +-S px), keras(rotation_range=D, width_shift_range=F, "
+    "height_shift_range=F, shear_range=D, zoom_range=Z|LO:HI, horizontal_flip=true, "
+    "fill_mode=nearest|constant|reflect|wrap, cval=V) (Keras ImageDataGenerator-style); "
+    "'none' or '' for no augmentation"
 )
 
 _NUM = r"(\d+(?:\.\d*)?|\.\d+)"
 
 
 def _parse_token(token: str) -> Transform:
+    from actlab.data.keras_augment import parse_keras_token
+
+    keras = parse_keras_token(token)
+    if keras is not None:
+        return keras
     t = token.strip().lower()
     if m := re.fullmatch(r"crop(\d+)(?:_?(zero|reflect|replicate))?", t):
         return RandomCrop(int(m.group(1)), m.group(2) or "zero")  # type: ignore[arg-type]

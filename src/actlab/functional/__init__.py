@@ -1,9 +1,9 @@
 """Pure functions of the actlab layers (no ``nn.Module`` state).
 
-- :func:`sau` — smooth activation unit, LeakyReLU_α * φ_n (Biswas et al., 2021).
+- :func:`sau` — smooth activation unit, LeakyReLU_α * φ_n (Biswas et al., arXiv 2021).
 - :func:`ash` / :func:`ash_topk` — adaptive swish and the exact top-k rule it approximates
   (Lee et al., NeurIPS 2022).
-- :func:`agc` / :func:`agc_act` — Deep Control's automatic gain control (Ruff, 2017), alone and
+- :func:`agc` / :func:`agc_act` — Deep Control's automatic gain control (B. Ruff, 2017), alone and
   fused with a (leaky) ReLU; :func:`scaled_lr` is its learning-rate rule lr = base_lr × batch.
 - :func:`smooth_piecewise_linear` and friends — σ * κ_n for any activation σ (SAU paper §2.3).
 - :func:`set_backend` / :func:`get_backend` / :func:`backend` — eager PyTorch ops (default) or

@@ -1,6 +1,7 @@
 """AGC, the automatic gain control layer of "Deep Control", as pure functions.
 
-Reference: J. Ruff, "Deep Control: Automatic Gain Control for Deep Learning" (2017). (Not to be
+Reference: B. Ruff, "Deep Control - a simple automatic gain control for memory efficient and high
+performance training of deep convolutional neural networks", arXiv:1706.03907, 2017. (Not to be
 confused with adaptive gradient *clipping*, also abbreviated AGC.) Per channel ``c`` and per
 sample, AGC subtracts a fraction ``λ_c`` of the channel's own spatial mean and applies an affine
 map::
@@ -220,7 +221,7 @@ def agc(
     mode: str = "mean",
     window: int = 3,
 ) -> torch.Tensor:
-    """Automatic gain control ``(h − λ·m(h))·γ + β`` per channel (Ruff 2017).
+    """Automatic gain control ``(h − λ·m(h))·γ + β`` per channel (B. Ruff 2017).
 
     Args:
         h: input of shape (N, C, *spatial) with 1 to 3 (``window``) or any number (``mean``,

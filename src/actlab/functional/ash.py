@@ -1,6 +1,6 @@
 """ASH, the Adaptive SwisH activation, as pure functions.
 
-Reference: H. Lee, Y. Kim, H. Hwang, S. Hong, D. Kim, "Stochastic Adaptive Activation Function",
+Reference: K. Lee, H. Lee, J. Yang, J. Y. Hwang, "Stochastic Adaptive Activation Function",
 NeurIPS 2022 (ASH). For each sample the activation passes the part of its distribution that lies
 above a threshold of ``z`` standard deviations over the mean, with a smooth sigmoid gate::
 

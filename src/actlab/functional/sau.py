@@ -1,7 +1,7 @@
 r"""SAU, the smooth activation unit: LeakyReLU convolved with a Gaussian approximate identity.
 
 Reference: K. Biswas, S. Kumar, S. Banerjee, A. K. Pandey, "SAU: Smooth activation function using
-convolution with approximate identities", 2021 (arXiv:2109.13210).
+convolution with approximate identities", arXiv preprint, 2021 (arXiv:2109.13210).
 
 With the Gaussian approximate identity :math:`\phi_n(y) = n\,\phi(ny)`, where
 :math:`\phi(z) = e^{-z^2/2}/\sqrt{2\pi}` is the standard normal density, SAU is

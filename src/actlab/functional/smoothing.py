@@ -1,9 +1,10 @@
 r"""Smoothing any activation by convolution with an approximate identity (SAU paper, §2.3).
 
-Reference: Biswas et al., "SAU: Smooth activation function using convolution with approximate
-identities", 2021, §2.3: for an activation :math:`\sigma` and a mollifier :math:`\kappa` with
-:math:`\int\kappa = 1`, the family :math:`\kappa_n(y) = n\,\kappa(ny)` is an approximate identity
-and :math:`\sigma_n = \sigma * \kappa_n`, i.e.
+Reference: K. Biswas, S. Kumar, S. Banerjee, A. K. Pandey, "SAU: Smooth activation function using
+convolution with approximate identities", arXiv preprint, 2021 (arXiv:2109.13210), §2.3: for an
+activation :math:`\sigma` and a mollifier :math:`\kappa` with :math:`\int\kappa = 1`, the family
+:math:`\kappa_n(y) = n\,\kappa(ny)` is an approximate identity and
+:math:`\sigma_n = \sigma * \kappa_n`, i.e.
 
 .. math:: \sigma_n(x) = \int \sigma(x - y)\,\kappa_n(y)\,dy = \int \sigma(x - u/n)\,\kappa(u)\,du,
 

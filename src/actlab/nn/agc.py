@@ -1,7 +1,8 @@
 """AGC (automatic gain control, "Deep Control") modules: :class:`AGC` and the fused
 :class:`AGCAct`.
 
-Reference: J. Ruff, "Deep Control: Automatic Gain Control for Deep Learning" (2017); not adaptive
+Reference: B. Ruff, "Deep Control - a simple automatic gain control for memory efficient and high
+performance training of deep convolutional neural networks", arXiv:1706.03907, 2017; not adaptive
 gradient clipping. The math lives in :mod:`actlab.functional.agc`::
 
     AGC(h)[n, c, ...] = (h[n, c, ...] − λ_c · m(h)[n, c, ...]) · γ_c + β_c
@@ -129,7 +130,7 @@ class _AGCBase(nn.Module):
 
 @register_norm_type
 class AGC(_AGCBase):
-    r"""Automatic gain control ``(h − λ·m(h))·γ + β`` per channel (Ruff 2017).
+    r"""Automatic gain control ``(h − λ·m(h))·γ + β`` per channel (B. Ruff 2017).
 
     A batch-independent replacement for ``nn.BatchNorm1d/2d/3d``: every sample is processed on
     its own, there are no running statistics, and train and eval modes compute the same function.

@@ -1,7 +1,8 @@
 """ASH (Adaptive SwisH) activation modules: :class:`ASH`, :class:`FASH`, :class:`LASH` and the
 exact top-k rule :class:`ASHTopK`.
 
-Reference: Lee et al., "Stochastic Adaptive Activation Function", NeurIPS 2022. The math lives in
+Reference: K. Lee, H. Lee, J. Yang, J. Y. Hwang, "Stochastic Adaptive Activation Function",
+NeurIPS 2022. The math lives in
 :mod:`actlab.functional.ash`::
 
     ASH(x) = x · sigmoid(2α (x − μ_X − z σ_X)),   μ_X, σ_X per-sample mean / std

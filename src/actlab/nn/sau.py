@@ -1,8 +1,9 @@
 r"""``SAU`` module: the smooth activation unit with learnable slope α (and optionally sharpness n).
 
-Reference: Biswas et al., "SAU: Smooth activation function using convolution with approximate
-identities", 2021. ``SAU(x) = (LeakyReLU_α * φ_n)(x)``; see :mod:`actlab.functional.sau` for the
-formulas (``"exact"`` convolution or the paper's Eq. 3, optionally zero-centred).
+Reference: K. Biswas, S. Kumar, S. Banerjee, A. K. Pandey, "SAU: Smooth activation function using
+convolution with approximate identities", arXiv preprint, 2021 (arXiv:2109.13210).
+``SAU(x) = (LeakyReLU_α * φ_n)(x)``; see :mod:`actlab.functional.sau` for the formulas
+(``"exact"`` convolution or the paper's Eq. 3, optionally zero-centred).
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ Hardtanh, Hardsigmoid, identity) are smoothed in closed form (Gaussian) or by sp
 Gauss–Legendre quadrature (bump); anything else by fixed Gauss–Hermite / Gauss–Legendre
 quadrature. See :mod:`actlab.functional.smoothing` for the formulas and accuracy.
 
-Reference: Biswas et al., "SAU: Smooth activation function using convolution with approximate
-identities", 2021.
+Reference: K. Biswas, S. Kumar, S. Banerjee, A. K. Pandey, "SAU: Smooth activation function using
+convolution with approximate identities", arXiv preprint, 2021 (arXiv:2109.13210).
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from actlab.report.results_page import Claim, write_results_page
 from actlab.report.stats import (
     Summary,
     TestResult,
+    adjust_pvalues,
     cohens_d,
     compare,
     confidence_interval,
@@ -38,6 +39,7 @@ __all__ = [
     "TestResult",
     "WinTieLoss",
     "activation_curves",
+    "adjust_pvalues",
     "add_plot_arguments",
     "add_report_arguments",
     "ash_gate_curves",

@@ -25,10 +25,11 @@ from actlab.report.figures import (
     write_activation_figures,
     write_study_figure,
 )
-from actlab.report.grouping import layer_label, uses_several_norms
+from actlab.report.grouping import layer_label, layer_matches, resolve_layer, uses_several_norms
 from actlab.report.load import RunRecord, StoreError, load_runs
 from actlab.report.render import FORMATS
-from actlab.report.tables import summarize_runs, win_tie_loss
+from actlab.report.stats import CORRECTIONS
+from actlab.report.tables import DEFAULT_CORRECTION, summarize_runs, win_tie_loss
 
 __all__ = [
     "DEFAULT_DB",
@@ -83,6 +84,10 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> None:
                         help="significance level of the win/tie/loss tests (default 0.05)")
     parser.add_argument("--test", choices=("auto", "welch", "paired"), default="auto",
                         help="auto: paired t-test when seeds are shared, Welch otherwise")
+    parser.add_argument("--correction", choices=CORRECTIONS, default=DEFAULT_CORRECTION,
+                        help="multiple-comparison correction over each win/tie/loss table: "
+                             "holm (family-wise error rate), bh (Benjamini-Hochberg, false "
+                             f"discovery rate) or none (default {DEFAULT_CORRECTION})")
     parser.add_argument("--confidence", type=_level, default=0.95,
                         help="confidence level of the intervals (default 0.95)")
     parser.add_argument("--layout", choices=("wide", "long"), default="wide",
@@ -105,12 +110,9 @@ def _layers(runs: Sequence[RunRecord]) -> list[str]:
     return sorted({layer_label(r, with_norm) for r in runs})
 
 
-def _resolvable(name: str, layers: Sequence[str]) -> bool:
-    return name in layers or sum(lab.split("+", 1)[0] == name for lab in layers) == 1
-
-
-def _canonical(name: str, layers: Sequence[str]) -> str:
-    return name if name in layers else next(lab for lab in layers if lab.split("+")[0] == name)
+def _known(name: str, layers: Sequence[str]) -> bool:
+    """True when ``name`` means at least one layer (ambiguity is reported when it is used)."""
+    return bool(layer_matches(name, layers))
 
 
 def _study_report(runs: list[RunRecord], args: argparse.Namespace, fmt: str) -> list[str]:
@@ -121,18 +123,21 @@ def _study_report(runs: list[RunRecord], args: argparse.Namespace, fmt: str) -> 
     if baselines is None and candidates is None:
         return pieces
     layers = _layers(runs)
+    cands = None
+    if candidates is not None:
+        cands = [resolve_layer(c, layers, "candidate") for c in candidates if _known(c, layers)]
     bases = None
     if baselines is not None:
-        bases = [_canonical(b, layers) for b in baselines if _resolvable(b, layers)]
-    if candidates is None:
+        bases = [resolve_layer(b, layers, "baseline", exclude=cands or (), baseline=True)
+                 for b in baselines if _known(b, layers)]
+    if cands is None:
         cands = [lab for lab in layers if lab not in (bases or [])]
-    else:
-        cands = [_canonical(c, layers) for c in candidates if _resolvable(c, layers)]
     for cand in cands:
         others = [b for b in (bases if bases is not None else layers) if b != cand]
         if not others:
             continue
-        wtl = win_tie_loss(runs, cand, others, args.metric, alpha=args.alpha, test=args.test)
+        wtl = win_tie_loss(runs, cand, others, args.metric, alpha=args.alpha, test=args.test,
+                           correction=args.correction)
         if wtl.cells:
             pieces.append(wtl.format(fmt, details=args.details))
     return pieces
@@ -164,7 +169,7 @@ def build_report(runs: Sequence[RunRecord], args: argparse.Namespace) -> dict[st
     fmt = args.format
     by_study = runs_by_study(runs)
     for name in (_names(args.baseline) or []) + (_names(args.candidate) or []):
-        if not any(_resolvable(name, _layers(rs)) for rs in by_study.values()):
+        if not any(_known(name, _layers(rs)) for rs in by_study.values()):
             known = sorted({lab for rs in by_study.values() for lab in _layers(rs)})
             raise ValueError(f"no layer {name!r} in these runs; layers: {', '.join(known)}")
     if fmt == "csv":
@@ -201,7 +206,7 @@ def _run_page(args: argparse.Namespace) -> int:
     figs = Path(args.figures) if args.figures else page.parent / "fig"
     try:
         out = write_results_page(args.db, page, figs, args.study, metric=args.metric,
-                                 alpha=args.alpha, test=args.test,
+                                 alpha=args.alpha, test=args.test, correction=args.correction,
                                  figures=not args.no_figures, activations=not args.no_figures)
     except (StoreError, ValueError, KeyError, TypeError) as exc:
         return _error("actlab report", exc)
@@ -259,7 +264,8 @@ def add_plot_arguments(parser: argparse.ArgumentParser) -> None:
                         help="directory for the figure files (default: figures)")
     parser.add_argument("--format", dest="image_format", choices=("png", "pdf", "svg"),
                         default="png", help="image format (default png)")
-    parser.add_argument("--dpi", type=int, default=120)
+    parser.add_argument("--dpi", type=int, default=200,
+                        help="resolution of PNG files (default 200)")
     parser.add_argument("--act", action="append", metavar="NAMES",
                         help="activations: only these registered names (default: every "
                              "baseline, plus SAU vs Leaky ReLU and the ASH gate if registered)")

@@ -79,7 +79,7 @@ def write_activation_figures(
     ash_params: Sequence[dict[str, Any]] | None = None,
     ash_zs: Sequence[float] = (-1.0, 0.0, 1.0, 2.0),
     ash_alphas: Sequence[float] = (1.0,),
-    dpi: int = 120,
+    dpi: int = 200,
 ) -> list[Path]:
     """Baseline shapes (or ``names``), and SAU vs Leaky ReLU / the ASH gate when registered.
 
@@ -112,7 +112,7 @@ def write_study_figure(
     threshold: float | None = None,
     row_axis: str = "batch_size",
     col_axis: str = "lr",
-    dpi: int = 120,
+    dpi: int = 200,
 ) -> list[Path]:
     """Draw figure ``kind`` for one study's runs; returns the files written (a ``val-loss``
     figure comes with its epochs-to-reach table as Markdown). Nothing if not applicable."""
@@ -129,7 +129,7 @@ def write_study_figure(
         md = base.with_name(f"{base.name}_epochs.md")
         md.parent.mkdir(parents=True, exist_ok=True)
         md.write_text(table.format("md"), encoding="utf-8")
-        fig.suptitle(f"study {study}")
+        _study_title(fig, study)
         return [plots.save_figure(fig, image, dpi), md]
     elif kind == "bn-vs-agc":
         fig = plots.plot_norm_grid(runs, row_axis=row_axis, col_axis=col_axis)
@@ -138,5 +138,14 @@ def write_study_figure(
     else:
         fig = plots.plot_ash_stats(runs)
     if kind != "bn-vs-agc":  # the grid has its own title
-        fig.suptitle(f"study {study}")
+        _study_title(fig, study)
     return [plots.save_figure(fig, image, dpi)]
+
+
+def _study_title(fig: Any, study: str) -> None:
+    """Put ``study NAME`` in front of the figure's title (what all its panels share)."""
+    from actlab.report.style import paper_style
+
+    old = fig.get_suptitle()
+    with paper_style():
+        fig.suptitle(f"study {study}" + (f": {old}" if old else ""))

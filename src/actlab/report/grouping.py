@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Any
 
 from actlab.report.load import RunRecord
@@ -28,8 +28,16 @@ __all__ = [
     "sort_key",
     "higher_is_better",
     "default_metric",
+    "metric_bounds",
     "DEFAULT_METRICS",
+    "PAPER_LAYERS",
+    "is_paper_layer",
+    "layer_matches",
+    "resolve_layer",
 ]
+
+#: layers whose papers this project reproduces; every other layer is a baseline by default
+PAPER_LAYERS = ("sau", "ash", "agc")
 
 #: leaf names of config keys that are never treated as sweep axes
 IGNORED_AXIS_NAMES = frozenset(
@@ -47,6 +55,28 @@ _HIGHER = ("acc", "miou", "iou", "f1", "auc", "precision", "recall")
 _LOWER = ("error", "loss", "time", "mem", "nll", "perplexity", "num_params")
 
 _MISSING = "<missing>"
+
+#: metrics that are fractions (or percentages) of something: their values lie in [0, 1]
+_FRACTIONS = ("acc", "miou", "iou", "error", "f1", "auc", "precision", "recall")
+#: metrics that cannot be negative
+_NON_NEGATIVE = ("loss", "time", "mem", "nll", "perplexity", "num_params")
+
+
+def metric_bounds(metric: str, values: Iterable[float] = ()) -> tuple[float, float] | None:
+    """The range a metric's values can take: ``(0, 1)`` for accuracy-, IoU- and error-like
+    fractions (``(0, 100)`` when ``values`` show they are stored in percent), ``(0, inf)`` for
+    losses, times and memory; ``None`` when the name says nothing about it or ``values`` leave
+    the range it implies."""
+    name = metric.lower()
+    vals = [float(v) for v in values]
+    if any(k in name for k in _NON_NEGATIVE):
+        return (0.0, math.inf) if all(v >= 0.0 for v in vals) else None
+    if any(k in name for k in _FRACTIONS):
+        if all(0.0 <= v <= 1.0 for v in vals):
+            return (0.0, 1.0)
+        if all(0.0 <= v <= 100.0 for v in vals):
+            return (0.0, 100.0)
+    return None
 
 
 def higher_is_better(metric: str) -> bool:
@@ -143,3 +173,48 @@ def sort_key(value: Any) -> tuple[int, float, str]:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return (1, 0.0, str(value))
     return (0, float(value) if not math.isnan(value) else math.inf, "")
+
+
+def is_paper_layer(label: str, paper_layers: Iterable[str] = PAPER_LAYERS) -> bool:
+    """True when the act or the norm of layer label ``act[+norm]`` is one of ``paper_layers``."""
+    return any(part in set(paper_layers) for part in label.split("+"))
+
+
+def layer_matches(
+    name: str, layers: Sequence[str], *, exclude: Iterable[str] = (), baseline: bool = False
+) -> list[str]:
+    """The layer labels ``name`` may mean: itself when it is a label, else every ``act+norm``
+    label whose act is ``name``. Several matches are narrowed, while more than one is left, by
+    dropping those in ``exclude`` (e.g. the candidate), then — for a ``baseline`` name — the
+    paper layers (``relu`` means ``relu+bn``, not ``relu+agc``)."""
+    if name in layers:
+        return [name]
+    matches = [lab for lab in layers if lab.split("+", 1)[0] == name]
+    dropped = set(exclude)
+    steps: list[Callable[[str], bool]] = [lambda lab: lab in dropped]
+    if baseline:
+        steps.append(is_paper_layer)
+    for drop in steps:
+        kept = [lab for lab in matches if not drop(lab)]
+        if len(matches) > 1 and kept:
+            matches = kept
+    return matches
+
+
+def resolve_layer(
+    name: str,
+    layers: Sequence[str],
+    what: str = "layer",
+    *,
+    exclude: Iterable[str] = (),
+    baseline: bool = False,
+) -> str:
+    """The one layer label ``name`` means (:func:`layer_matches`); ``ValueError`` (one line,
+    listing the labels) when it means none or several."""
+    matches = layer_matches(name, layers, exclude=exclude, baseline=baseline)
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise ValueError(f"{what} layer {name!r} is ambiguous: it matches {', '.join(matches)}; "
+                         "write one of these")
+    raise ValueError(f"unknown {what} layer {name!r}; layers in these runs: {', '.join(layers)}")

@@ -6,17 +6,22 @@ optional dependency (``pip install "actlab[plot]"``); everything that only compu
 :func:`activation_curves`, :func:`ash_gate_curves` and :mod:`actlab.report.curves` — works without
 it.
 
+Style (:mod:`actlab.report.style`): Okabe–Ito colours with a marker (and, past seven series, a
+line style) per series, 7–8 pt text at 3.3 in (one column) or 6.9 in (three-column grids) wide,
+and every legend outside the panels, below the figure.
+
 Figures follow the papers:
 
-* SAU vs Leaky ReLU for several n, with derivatives (Biswas et al., SAU, ECCV 2022, Fig. 1);
+* SAU vs Leaky ReLU for several n, with derivatives (Biswas et al., SAU, arXiv 2021, Fig. 1);
 * ASH's gate ``sigmoid(2α(u − z))`` against the standardised input ``u = (x − μ_X)/σ_X``
-  (Lee et al., Stochastic Adaptive Activation Function, NeurIPS 2022);
+  (K. Lee et al., Stochastic Adaptive Activation Function, NeurIPS 2022);
 * BN vs AGC validation error per epoch across batch sizes and learning rates
-  (Ruff, Deep Control, 2017, Fig. 1).
+  (B. Ruff, Deep Control, arXiv 2017, Fig. 1).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -36,6 +41,15 @@ from actlab.report.curves import (
     layer_stat_curves,
 )
 from actlab.report.load import RunRecord
+from actlab.report.style import (
+    COLUMN_WIDTH,
+    PAGE_WIDTH,
+    SeriesStyle,
+    depth_colors,
+    paper_style,
+    series_styles,
+    with_paper_style,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
@@ -83,11 +97,12 @@ def require_matplotlib() -> type[Figure]:
     return Figure
 
 
-def save_figure(fig: Figure, path: str | os.PathLike[str], dpi: int = 120) -> Path:
+def save_figure(fig: Figure, path: str | os.PathLike[str], dpi: int = 200) -> Path:
     """Write ``fig`` to ``path`` (format from the suffix, parents created); returns the path."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=dpi, bbox_inches="tight")
+    with paper_style():
+        fig.savefig(out, dpi=dpi, bbox_inches="tight")
     return out
 
 
@@ -308,39 +323,99 @@ def ash_gate_curves(
 # ----------------------------------------------------------------------------------------------
 # drawing helpers
 # ----------------------------------------------------------------------------------------------
-def _colors(labels: Sequence[str]) -> dict[str, Any]:
-    from matplotlib import colormaps
+def _markevery(n: int, i: int, per_line: int = 6) -> tuple[int, int] | None:
+    """About ``per_line`` markers per line, staggered by series index ``i`` so that the
+    markers of different series do not pile up at the same x."""
+    if n <= per_line:
+        return None
+    step = math.ceil(n / per_line)
+    return ((i * max(1, step // 7)) % step, step)
 
-    cmap = colormaps["tab10"] if len(labels) <= 10 else colormaps["tab20"]
-    return {lab: cmap(i % cmap.N) for i, lab in enumerate(labels)}
 
-
-def _band(ax: Axes, curve: Curve, color: Any, label: str | None, linestyle: str = "-",
-          scale: float = 1.0) -> None:
+def _band(ax: Axes, curve: Curve, style: SeriesStyle, label: str | None,
+          linestyle: str | None = None, scale: float = 1.0, index: int = 0) -> None:
     if not len(curve):
         return
     from matplotlib.ticker import MaxNLocator
 
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))  # epochs
     m, s = curve.mean * scale, curve.std * scale
-    ax.plot(curve.epochs, m, color=color, linestyle=linestyle, label=label, linewidth=1.5)
+    kw = dict(style)
+    if linestyle is not None:
+        kw["linestyle"] = linestyle
+    ax.plot(curve.epochs, m, label=label, markevery=_markevery(len(m), index), **kw)
     if np.any(s > 0):
-        ax.fill_between(curve.epochs, m - s, m + s, color=color, alpha=0.18, linewidth=0)
+        ax.fill_between(curve.epochs, m - s, m + s, color=style.color, alpha=0.15, linewidth=0)
 
 
-def _cell_title(cell: tuple[str, str, tuple[Any, ...]], axes: Sequence[str]) -> str:
+def _common(cells: Sequence[tuple[str, str, tuple[Any, ...]]]) -> tuple[bool, list[bool]]:
+    """Whether (dataset, model) and each axis value is the same in every cell."""
+    same_dm = len({(d, m) for d, m, _ in cells}) <= 1
+    n = len(cells[0][2]) if cells else 0
+    same = [len({c[2][k] for c in cells}) <= 1 for k in range(n)]
+    return same_dm, same
+
+
+def _cell_title(cell: tuple[str, str, tuple[Any, ...]], axes: Sequence[str],
+                common: tuple[bool, list[bool]] | None = None) -> str:
+    """``dataset / model (axis=value, ...)``, leaving out parts that ``common`` marks as the
+    same in every panel (they go into the figure title instead)."""
     d, m, av = cell
+    same_dm, same = common if common is not None else (False, [False] * len(av))
     extra = ", ".join(f"{lab}={g.format_axis_value(v)}"
-                      for lab, v in zip(g.axis_labels(axes), av, strict=True))
-    return f"{d} / {m}" + (f" ({extra})" if extra else "")
+                      for lab, v, s in zip(g.axis_labels(axes), av, same, strict=True) if not s)
+    if same_dm:
+        return extra
+    return f"{d} / {m}" + (f"\n{extra}" if extra else "")
 
 
-def _subplots(nrows: int, ncols: int, w: float = 4.2, h: float = 3.2,
-              sharex: bool = False, sharey: bool = False) -> tuple[Figure, np.ndarray]:
+def _common_title(cells: Sequence[tuple[str, str, tuple[Any, ...]]], axes: Sequence[str],
+                  common: tuple[bool, list[bool]]) -> str:
+    same_dm, same = common
+    parts = [f"{cells[0][0]} / {cells[0][1]}"] if same_dm and cells else []
+    if cells:
+        parts += [f"{lab}={g.format_axis_value(v)}" for lab, v, s
+                  in zip(g.axis_labels(axes), cells[0][2], same, strict=True) if s]
+    return ", ".join(parts)
+
+
+def _subplots(nrows: int, ncols: int, h: float = 1.9, sharex: bool = False,
+              sharey: bool = False, width: float | None = None) -> tuple[Figure, np.ndarray]:
+    """A constrained-layout grid: one column wide for up to two columns, a page wide above."""
     Figure = require_matplotlib()
-    fig = Figure(figsize=(w * ncols, h * nrows), layout="constrained")
+    if width is None:
+        width = COLUMN_WIDTH if ncols <= 2 else PAGE_WIDTH
+    fig = Figure(figsize=(width, h * nrows), layout="constrained")
     axs = fig.subplots(nrows, ncols, squeeze=False, sharex=sharex, sharey=sharey)
     return fig, axs
+
+
+def _legend_below(fig: Figure, handles: Sequence[Any], labels: Sequence[str],
+                  ncol: int | None = None, title: str | None = None) -> None:
+    """One legend for the whole figure, under the panels (never on top of data)."""
+    if not handles:
+        return
+    width = fig.get_figwidth()
+    longest = max(len(lab) for lab in labels)
+    fit = max(1, int(width * 72 / (7 * 0.6 * longest + 36)))  # 7 pt text + the line sample
+    ncol = ncol or min(fit, len(labels))
+    fig.legend(handles, labels, loc="outside lower center", ncol=ncol, title=title,
+               handlelength=2.4, columnspacing=1.2)
+    # grow the figure by the legend's height so the panels keep theirs
+    rows = math.ceil(len(labels) / ncol) + (1 if title else 0)
+    fig.set_figheight(fig.get_figheight() + 0.05 + rows * 7 * 1.45 / 72)
+
+
+def _handles(styles: dict[str, SeriesStyle], linestyle: str | None = None) -> list[Any]:
+    from matplotlib.lines import Line2D
+
+    out = []
+    for style in styles.values():
+        kw = dict(style)
+        if linestyle is not None:
+            kw["linestyle"] = linestyle
+        out.append(Line2D([], [], **kw))
+    return out
 
 
 def _need(runs: Sequence[RunRecord]) -> None:
@@ -351,6 +426,7 @@ def _need(runs: Sequence[RunRecord]) -> None:
 # ----------------------------------------------------------------------------------------------
 # activation figures
 # ----------------------------------------------------------------------------------------------
+@with_paper_style
 def plot_activations(
     specs: Sequence[str | tuple[str, Mapping[str, Any]] | ActivationSpec] | None = None,
     xs: Sequence[float] | np.ndarray | None = None,
@@ -358,28 +434,26 @@ def plot_activations(
     derivatives: bool = True,
     title: str | None = None,
 ) -> Figure:
-    """Activation shapes (left) and derivatives (right); default: every registered baseline."""
+    """Activation shapes (left) and derivatives (right); default: every registered baseline.
+    One legend below both panels."""
     specs = list(specs) if specs is not None else baseline_activation_names()
     curves = activation_curves(specs, xs, derivatives=derivatives)
-    fig, axs = _subplots(1, 2 if derivatives else 1, w=5.0, h=3.8)
-    colors = _colors(list(curves))
-    for lab, c in curves.items():
-        axs[0, 0].plot(c.x, c.y, color=colors[lab], label=lab, linewidth=1.4)
+    fig, axs = _subplots(1, 2 if derivatives else 1, h=1.9)
+    styles = series_styles(list(curves))
+    for i, (lab, c) in enumerate(curves.items()):
+        every = _markevery(len(c.x), i, 4)
+        axs[0, 0].plot(c.x, c.y, label=lab, markevery=every, **styles[lab])
         if derivatives and c.dy is not None:
-            axs[0, 1].plot(c.x, c.dy, color=colors[lab], label=lab, linewidth=1.4)
+            axs[0, 1].plot(c.x, c.dy, label=lab, markevery=every, **styles[lab])
     axs[0, 0].set(xlabel="x", ylabel="f(x)", title="activation")
     if derivatives:
         axs[0, 1].set(xlabel="x", ylabel="f'(x)", title="derivative")
     for ax in axs.flat:
         ax.grid(alpha=0.3)
-        ax.axhline(0, color="k", linewidth=0.5)
-        ax.axvline(0, color="k", linewidth=0.5)
-    if len(curves) > 6:  # a long legend goes below the panels
-        handles, labels = axs[0, 0].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="outside lower center", ncol=min(6, len(curves)),
-                   fontsize="small", frameon=False)
-    else:
-        axs[0, 0].legend(fontsize="small")
+        ax.axhline(0, color="0.5", linewidth=0.5, zorder=0)
+        ax.axvline(0, color="0.5", linewidth=0.5, zorder=0)
+    handles, labels = axs[0, 0].get_legend_handles_labels()
+    _legend_below(fig, handles, labels)
     if title:
         fig.suptitle(title)
     return fig
@@ -403,6 +477,7 @@ def plot_sau_family(
                             title=f"SAU vs Leaky ReLU (α = {alpha:g})")
 
 
+@with_paper_style
 def plot_ash_gate(
     params: Sequence[Mapping[str, Any]] | None = None,
     us: Sequence[float] | np.ndarray | None = None,
@@ -413,54 +488,107 @@ def plot_ash_gate(
     if params is None:
         params = ash_gate_params(name=name)
     curves = ash_gate_curves(params, us, name=name)
-    fig, axs = _subplots(1, 1, w=5.0, h=3.8)
+    fig, axs = _subplots(1, 1, h=2.2)
     ax = axs[0, 0]
-    colors = _colors(list(curves))
-    for lab, (u, gate) in curves.items():
-        ax.plot(u, gate, color=colors[lab], label=lab, linewidth=1.4)
+    styles = series_styles(list(curves))
+    for i, (lab, (u, gate)) in enumerate(curves.items()):
+        ax.plot(u, gate, label=lab, markevery=_markevery(len(u), i), **styles[lab])
     ax.set(xlabel="standardised input u = (x − μ_X) / σ_X", ylabel="gate f(x) / x",
            title="ASH gate")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
+    handles, labels = ax.get_legend_handles_labels()
+    _legend_below(fig, handles, labels, ncol=2)
     return fig
 
 
 # ----------------------------------------------------------------------------------------------
 # training curves
 # ----------------------------------------------------------------------------------------------
+#: at most this many layers get their own colour in the training-curve figure
+_MAX_COLOURED = 7
+
+
+def _highlighted(layers: Sequence[str], highlight: Sequence[str] | None) -> list[str]:
+    """Layers drawn in colour: ``highlight``, or all when there are at most
+    :data:`_MAX_COLOURED`, else the paper layers and the ReLU baselines."""
+    if highlight is not None:
+        unknown = [h for h in highlight if h not in layers]
+        if unknown:
+            raise ValueError(f"highlight names unknown layers {unknown}; layers: {list(layers)}")
+        return [lab for lab in layers if lab in highlight]
+    if len(layers) <= _MAX_COLOURED:
+        return list(layers)
+    keep = [lab for lab in layers if g.is_paper_layer(lab) or lab.split("+")[0] == "relu"]
+    return keep[:_MAX_COLOURED]
+
+
+@with_paper_style
 def plot_training_curves(
     runs: Sequence[RunRecord],
     *,
     axes: Sequence[str] | None = None,
     percent: bool = True,
+    highlight: Sequence[str] | None = None,
 ) -> Figure:
     """Per cell (row): train (dashed) and test (solid) accuracy and loss per layer, mean line and
-    ±std band over seeds."""
+    ±std band over seeds. Layers differ by colour and marker; one legend below.
+
+    With more than seven layers only the ``highlight`` ones (default: the paper layers and
+    ReLU) get a colour; the others are thin grey lines without bands, one legend entry
+    together (the validation-loss figure tells them apart)."""
     _need(runs)
     axes = g.varying_axes(runs) if axes is None else list(axes)
     acc_tr, acc_te = accuracy_keys(runs)
     data = curves_by_cell(runs, [acc_tr, acc_te, "train_loss", "test_loss"], axes)
     layers = sorted({lab for cell in data.values() for lab in cell})
-    colors = _colors(layers)
-    fig, axs = _subplots(len(data), 2)
+    coloured = _highlighted(layers, highlight)
+    styles = series_styles(coloured, linestyles=False)
+    grey = SeriesStyle(color="0.65", marker=None, linestyle="-", linewidth=0.7)
+    fig, axs = _subplots(len(data), 2, h=1.6, sharex=True)
+    common = _common(list(data))
     k = 100.0 if percent else 1.0
     for row, (cell, by_layer) in enumerate(data.items()):
         ax_acc, ax_loss = axs[row]
-        for lab, cs in by_layer.items():
-            _band(ax_acc, cs[acc_te], colors[lab], f"{lab} test", "-", k)
-            _band(ax_acc, cs[acc_tr], colors[lab], f"{lab} train", "--", k)
-            _band(ax_loss, cs["test_loss"], colors[lab], f"{lab} test", "-")
-            _band(ax_loss, cs["train_loss"], colors[lab], f"{lab} train", "--")
-        title = _cell_title(cell, axes)
-        ax_acc.set(title=title, xlabel="epoch",
-                   ylabel=acc_te.replace("test_", "") + (" (%)" if percent else ""))
-        ax_loss.set(title=title, xlabel="epoch", ylabel="loss")
+        order = [lab for lab in by_layer if lab not in coloured]
+        order += [lab for lab in by_layer if lab in coloured]  # coloured lines on top
+        for lab in order:
+            cs = by_layer[lab]
+            if lab in coloured:
+                st, i = styles[lab], coloured.index(lab)
+            else:
+                st, i = grey, 0
+                cs = {key: dataclasses.replace(c, std=np.zeros_like(c.std))
+                      for key, c in cs.items()}
+            _band(ax_acc, cs[acc_te], st, f"{lab} test", "-", k, i)
+            _band(ax_acc, cs[acc_tr], st, f"{lab} train", "--", k, i)
+            _band(ax_loss, cs["test_loss"], st, f"{lab} test", "-", index=i)
+            _band(ax_loss, cs["train_loss"], st, f"{lab} train", "--", index=i)
+        title = _cell_title(cell, axes, common)
+        ax_acc.set(title=title, ylabel=acc_te.replace("test_", "") + (" (%)" if percent else ""))
+        ax_loss.set(title=title, ylabel="loss")
         for ax in (ax_acc, ax_loss):
             ax.grid(alpha=0.3)
-        ax_acc.legend(fontsize="x-small", ncol=2)
+    for ax in axs[-1]:
+        ax.set_xlabel("epoch")
+    from matplotlib.lines import Line2D
+
+    handles = _handles(styles, "-")
+    labels = list(coloured)
+    others = [lab for lab in layers if lab not in coloured]
+    if others:
+        handles.append(Line2D([], [], **grey))
+        labels.append(f"{len(others)} other layers")
+    handles += [Line2D([], [], color="0.3", linestyle="-"),
+                Line2D([], [], color="0.3", linestyle="--")]
+    labels += ["test", "train"]
+    _legend_below(fig, handles, labels)
+    head = _common_title(list(data), axes, common)
+    if head:
+        fig.suptitle(head)
     return fig
 
 
+@with_paper_style
 def plot_val_loss(
     runs: Sequence[RunRecord],
     key: str = "val_loss",
@@ -473,20 +601,24 @@ def plot_val_loss(
     axes = g.varying_axes(runs) if axes is None else list(axes)
     data = curves_by_cell(runs, [key], axes)
     layers = sorted({lab for cell in data.values() for lab in cell})
-    colors = _colors(layers)
+    styles = series_styles(layers)
     ncols = min(3, len(data))
     nrows = math.ceil(len(data) / ncols)
-    fig, axs = _subplots(nrows, ncols)
+    fig, axs = _subplots(nrows, ncols, h=2.2 if ncols == 1 else 1.8)
+    common = _common(list(data))
     for ax, (cell, by_layer) in zip(axs.flat, data.items(), strict=False):
         for lab, cs in by_layer.items():
-            _band(ax, cs[key], colors[lab], lab)
-        ax.set(title=_cell_title(cell, axes), xlabel="epoch", ylabel=key)
+            _band(ax, cs[key], styles[lab], lab, index=layers.index(lab))
+        ax.set(title=_cell_title(cell, axes, common), xlabel="epoch", ylabel=key)
         if log_y:
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
     for ax in list(axs.flat)[len(data):]:
         ax.set_visible(False)
+    _legend_below(fig, _handles(styles), layers)
+    head = _common_title(list(data), axes, common)
+    if head:
+        fig.suptitle(head)
     return fig
 
 
@@ -502,6 +634,7 @@ def _find_axis(runs: Sequence[RunRecord], leaf: str) -> str:
     return matches[0]
 
 
+@with_paper_style
 def plot_norm_grid(
     runs: Sequence[RunRecord],
     key: str | None = None,
@@ -523,26 +656,23 @@ def plot_norm_grid(
     rows = sorted({c[2][0] for c in data}, key=g.sort_key)
     cols = sorted({c[2][1] for c in data}, key=g.sort_key)
     layers = sorted({lab for cell in data.values() for lab in cell})
-    several = len({(c[0], c[1], c[2][2:]) for c in data}) > 1
-    colors = _colors(layers)
-    fig, axs = _subplots(len(rows), len(cols), w=3.4, h=2.6, sharex=True, sharey=True)
-    styles = ["-", "--", ":", "-."]
-    variants: list[tuple[Any, ...]] = []
+    variants = list(dict.fromkeys((d, m, *av[2:]) for d, m, av in data))
+    several = len(variants) > 1
+    names = [lab if not several else f"{lab} " + "/".join(map(str, v))
+             for v in variants for lab in layers]
+    styles = series_styles(names)
+    fig, axs = _subplots(len(rows), len(cols), h=1.5, sharex=True, sharey=True)
     for (d, m, av), by_layer in data.items():
         ax = axs[rows.index(av[0]), cols.index(av[1])]
         variant = (d, m, *av[2:])
-        if variant not in variants:
-            variants.append(variant)
-        ls = styles[variants.index(variant) % len(styles)]
         for lab, cs in by_layer.items():
             name = lab if not several else f"{lab} " + "/".join(map(str, variant))
-            _band(ax, cs[key], colors[lab], name, ls)
+            _band(ax, cs[key], styles[name], name, index=names.index(name))
     rlab, clab = row_axis, col_axis
     for i, rv in enumerate(rows):
         for j, cv in enumerate(cols):
             ax = axs[i, j]
-            ax.set_title(f"{rlab}={g.format_axis_value(rv)}, {clab}={g.format_axis_value(cv)}",
-                         fontsize="small")
+            ax.set_title(f"{rlab}={g.format_axis_value(rv)}, {clab}={g.format_axis_value(cv)}")
             ax.grid(alpha=0.3)
             if log_y:
                 ax.set_yscale("log")
@@ -550,11 +680,12 @@ def plot_norm_grid(
                 ax.set_xlabel("epoch")
             if j == 0:
                 ax.set_ylabel(key)
-    axs[0, 0].legend(fontsize="x-small")
+    _legend_below(fig, _handles(styles), names)
     fig.suptitle(f"{key} per epoch across {row_axis} and {col_axis}")
     return fig
 
 
+@with_paper_style
 def plot_layer_stats(
     runs: Sequence[RunRecord],
     suffixes: Sequence[str],
@@ -563,8 +694,11 @@ def plot_layer_stats(
 ) -> Figure:
     """Per-module layer statistics over training: a row per (cell, layer) that logged any of the
     stats, a column per stat suffix, a line (mean ± std over seeds) per module, coloured by
-    depth."""
-    from matplotlib import colormaps
+    depth (viridis up to green) with a line style and marker each; a legend below, or a
+    colour bar when there are more than :data:`_MAX_LEGEND_MODULES` modules."""
+    from matplotlib.lines import Line2D
+
+    from actlab.report.style import LINESTYLES, MARKERS
 
     _need(runs)
     axes = g.varying_axes(runs) if axes is None else list(axes)
@@ -579,18 +713,29 @@ def plot_layer_stats(
             f"no run logged layer stats ending in {', '.join(map(repr, suffixes))} "
             "(train with log_layer_stats=True)"
         )
-    # one stat: panels wrap into a grid of up to 3 columns; several: a row per panel
-    n_modules = max(len(c) for _, _, stats in panels for c in stats.values())
+    modules = list(dict.fromkeys(name.rsplit("/", 1)[0] for _, _, stats in panels
+                                 for c in stats.values() for name in c))
+    n_modules = len(modules)
     many = n_modules > _MAX_LEGEND_MODULES
+    colors = depth_colors(n_modules)
+    styles = {
+        mod: SeriesStyle(color=colors[i],
+                         linestyle="-" if many else LINESTYLES[i % len(LINESTYLES)],
+                         marker=None if many else MARKERS[i % len(MARKERS)])
+        for i, mod in enumerate(modules)
+    }
+    # one stat: panels wrap into a grid of up to 3 columns; several: a row per panel
     if len(suffixes) == 1 and len(panels) > 1:
         ncols = min(3, len(panels))
         # (row, column, panel, stat)
         slots = [(i // ncols, i % ncols, i, 0) for i in range(len(panels))]
-        fig, axs = _subplots(math.ceil(len(panels) / ncols), ncols)
+        fig, axs = _subplots(math.ceil(len(panels) / ncols), ncols, h=1.8)
     else:
         slots = [(i, k, i, k) for i in range(len(panels)) for k in range(len(suffixes))]
-        fig, axs = _subplots(len(panels), len(suffixes))
-    cmap = colormaps["viridis"]
+        fig, axs = _subplots(len(panels), len(suffixes), h=1.9)
+    cells = [cell for cell, _, _ in panels]
+    common = _common(cells)
+    one_layer = len({lab for _, lab, _ in panels}) == 1
     used = set()
     for row, col, i_panel, k in slots:
         cell, lab, stats = panels[i_panel]
@@ -598,32 +743,37 @@ def plot_layer_stats(
         ax = axs[row, col]
         used.add((row, col))
         curves = stats[suffix]
-        for i, (name, curve) in enumerate(curves.items()):
-            color = cmap(i / max(1, len(curves) - 1))
-            _band(ax, curve, color, name.rsplit("/", 1)[0])
-        ax.set_title(f"{_cell_title(cell, axes)} — {lab}".replace(" (", "\n(", 1),
-                     fontsize="small")
+        for name, curve in curves.items():
+            mod = name.rsplit("/", 1)[0]
+            _band(ax, curve, styles[mod], mod, index=modules.index(mod))
+        title = _cell_title(cell, axes, common)
+        if not one_layer:
+            title = f"{title} — {lab}" if title else lab
+        ax.set_title(title)
         ax.set(xlabel="epoch", ylabel=suffix)
         ax.grid(alpha=0.3)
         if not curves:
             ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes)
-        elif not many:
-            ax.legend(fontsize="x-small", title="module", title_fontsize="x-small")
     for row in range(axs.shape[0]):
         for col in range(axs.shape[1]):
             if (row, col) not in used:
                 axs[row, col].set_visible(False)
     if many:  # a colour bar by depth instead of a legend of dozens of modules
         from matplotlib.cm import ScalarMappable
-        from matplotlib.colors import Normalize
+        from matplotlib.colors import ListedColormap, Normalize
 
-        names = next(list(c) for _, _, stats in panels for c in stats.values()
-                     if len(c) == n_modules)
-        bar = fig.colorbar(ScalarMappable(Normalize(0, n_modules - 1), cmap), ax=axs,
-                           shrink=0.6, ticks=[0, n_modules - 1])
-        bar.ax.set_yticklabels([names[0].rsplit("/", 1)[0], names[-1].rsplit("/", 1)[0]],
-                               fontsize="x-small")
+        bar = fig.colorbar(ScalarMappable(Normalize(0, n_modules - 1), ListedColormap(colors)),
+                           ax=axs, shrink=0.6, ticks=[0, n_modules - 1])
+        bar.ax.set_yticklabels([modules[0], modules[-1]], fontsize=6)
         bar.set_label(f"module ({n_modules}, by depth)")
+    else:
+        handles = [Line2D([], [], **styles[m]) for m in modules]
+        _legend_below(fig, handles, modules, title="module (by depth)")
+    head = _common_title(cells, axes, common)
+    if one_layer:
+        head = ", ".join(x for x in (head, panels[0][1]) if x)
+    if head:
+        fig.suptitle(head)
     return fig
 
 

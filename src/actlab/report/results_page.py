@@ -25,16 +25,19 @@ from actlab.report.figures import (
     write_activation_figures,
     write_study_figure,
 )
-from actlab.report.grouping import layer_label, uses_several_norms
+from actlab.report.grouping import PAPER_LAYERS, layer_label, uses_several_norms
 from actlab.report.load import RunRecord, load_runs
-from actlab.report.stats import TestName
-from actlab.report.tables import summarize_runs, win_tie_loss
+from actlab.report.stats import Correction, TestName
+from actlab.report.tables import (
+    DEFAULT_CORRECTION,
+    correction_method,
+    interval_method,
+    summarize_runs,
+    win_tie_loss,
+)
 
 __all__ = ["PAPER_LAYERS", "VERDICTS", "Claim", "write_results_page", "split_layers",
            "read_claim_blocks"]
-
-#: layers whose papers this project reproduces; every other layer is a baseline by default
-PAPER_LAYERS = ("sau", "ash", "agc")
 
 #: the allowed verdicts of a :class:`Claim`
 VERDICTS = ("holds", "does not hold", "not testable")
@@ -114,7 +117,8 @@ def _claims_block(key: str | None, claims: Sequence[Claim | str] | None,
 
 _CAPTIONS = {
     "curves": "Training curves: train (dashed) and test (solid) accuracy and loss, mean ± std "
-              "over seeds",
+              "over seeds (with more than 7 layers, the paper layers and ReLU in colour and the "
+              "others in grey)",
     "val-loss": "Validation loss per epoch, all layers, mean ± std over seeds",
     "bn-vs-agc": "Validation error per epoch across batch sizes (rows) and learning rates "
                  "(columns)",
@@ -138,6 +142,15 @@ def split_layers(
     return sorted(cands), sorted(bases)
 
 
+def _correction_sentence(correction: str) -> str:
+    if correction == "none":
+        return correction_method(correction)
+    return (f"{correction_method(correction)}, over all comparisons of one table "
+            f"(`--correction {correction}`, the default; `holm`, `bh` or `none`)"
+            if correction == DEFAULT_CORRECTION else
+            f"{correction_method(correction)}, over all comparisons of one table")
+
+
 def _rel(path: Path, start: Path) -> str:
     return Path(os.path.relpath(path, start)).as_posix()
 
@@ -151,11 +164,12 @@ def write_results_page(
     metric: str | None = None,
     alpha: float = 0.05,
     test: TestName = "auto",
+    correction: Correction = DEFAULT_CORRECTION,
     paper_layers: Iterable[str] = PAPER_LAYERS,
     activations: bool = True,
     figures: bool = True,
     image_format: str = "png",
-    dpi: int = 120,
+    dpi: int = 200,
     title: str = "Results",
     claims: Mapping[str | None, Sequence[Claim | str]] | None = None,
     keep_claims: bool = True,
@@ -166,7 +180,8 @@ def write_results_page(
     the activation-shape figures, ``figures=False`` every figure (tables only). Figure links are
     relative to the page. Win/tie/loss tables compare each paper layer (SAU, ASH, AGC) with
     every other layer of its study, by the test of :func:`actlab.report.stats.compare` at
-    level ``alpha``.
+    level ``alpha`` after the multiple-comparison ``correction`` of each table's p-values
+    (Holm by default; stated at the top of the page and under each table).
 
     ``claims`` maps a study name (or ``None``, the summary block at the top) to its
     :class:`Claim` list (plain strings are written as they are). Blocks without new claims keep
@@ -189,8 +204,10 @@ def write_results_page(
     n_st = len({r.study for r in runs})
     lines += [f"Finished runs read from `{Path(db_path).name}`: {len(runs)} runs in {n_st} "
               f"stud{'y' if n_st == 1 else 'ies'}. Final metrics are last-epoch values; "
-              "± is the sample standard deviation over seeds, brackets the 95% Student-t "
-              "confidence interval.", ""]
+              "± is the sample standard deviation over seeds, brackets the 95% confidence "
+              f"interval ({interval_method((0.0, 100.0))} % for accuracy and mIoU: the "
+              "t-interval intersected with the metric's range). Win/tie/loss: two-sided tests "
+              f"at alpha = {alpha:g}, {_correction_sentence(correction)}.", ""]
     lines += ["## Paper claims", ""] + _claims_block(None, claims.get(None), kept)
     if activations:
         lines += ["## Activation shapes", ""]
@@ -205,7 +222,8 @@ def write_results_page(
         lines += [table.format("md").rstrip(), ""]
         cands, bases = split_layers(rs, paper_layers)
         for cand in cands if bases else []:
-            wtl = win_tie_loss(rs, cand, bases, table.metric, alpha=alpha, test=test)
+            wtl = win_tie_loss(rs, cand, bases, table.metric, alpha=alpha, test=test,
+                               correction=correction)
             if wtl.cells:
                 lines += [wtl.format("md").rstrip(), ""]
         for kind in STUDY_KINDS if figures else ():

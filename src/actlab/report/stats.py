@@ -1,7 +1,11 @@
 """Summary statistics and significance tests for results over random seeds.
 
 * mean, sample standard deviation (``ddof = 1``) and the Student-t confidence interval
-  ``mean ± t_{1-(1-c)/2, n-1} · s / sqrt(n)``;
+  ``mean ± t_{1-(1-c)/2, n-1} · s / sqrt(n)``, clipped to the metric's range when one is given
+  (``bounds``: accuracy and mIoU cannot leave [0, 1] or [0, 100], a loss cannot go below 0). A
+  clipped interval is the t-interval intersected with the range: it covers the true mean at least
+  as often as the t-interval (which assumes normal seed-to-seed noise), and it is shorter only on
+  the side where the t-interval claimed impossible values;
 * Welch's unequal-variance t-test (Welch 1947): ``t = (m_a - m_b) / sqrt(s_a²/n_a + s_b²/n_b)``
   with Welch–Satterthwaite degrees of freedom
   ``ν = (s_a²/n_a + s_b²/n_b)² / ((s_a²/n_a)²/(n_a-1) + (s_b²/n_b)²/(n_b-1))``;
@@ -23,6 +27,13 @@ rounding, which would otherwise give ``t ≈ 1e13``.
 is not evidence at ``p = 0``. It uses the exact two-sided sign test instead
 (:func:`sign_test`: ``p = min(1, 2·P[Bin(m, ½) ≤ min(m₊, m₋)])`` over the ``m`` non-zero
 differences), whose smallest possible p-value with 5 seeds is 0.0625.
+
+Multiple comparisons (:func:`adjust_pvalues`): a candidate compared with 9 baselines in several
+cells makes dozens of tests, and at level 0.05 about one in twenty of them comes out
+"significant" by chance. ``"holm"`` (Holm 1979) controls the family-wise error rate: with the
+``m`` p-values sorted, ``p̃_(i) = max_{j ≤ i} min(1, (m − j + 1)·p_(j))``. ``"bh"``
+(Benjamini & Hochberg 1995) controls the false discovery rate:
+``p̃_(i) = min_{j ≥ i} min(1, m·p_(j)/j)``. A comparison is significant when ``p̃ < alpha``.
 """
 
 from __future__ import annotations
@@ -48,9 +59,16 @@ __all__ = [
     "sign_test",
     "cohens_d",
     "compare",
+    "adjust_pvalues",
+    "CORRECTIONS",
+    "clip_interval",
 ]
 
 TestName = Literal["auto", "welch", "paired"]
+Correction = Literal["holm", "bh", "none"]
+#: multiple-comparison corrections of :func:`adjust_pvalues`
+CORRECTIONS = ("holm", "bh", "none")
+Bounds = tuple[float, float] | None
 
 
 def _as_array(values: Iterable[float], what: str = "values", min_n: int = 1) -> np.ndarray:
@@ -90,21 +108,45 @@ def std(values: Iterable[float]) -> float:
     return float(arr.std(ddof=1)) if arr.size > 1 else math.nan
 
 
-def confidence_interval(values: Iterable[float], confidence: float = 0.95) -> tuple[float, float]:
-    """Student-t interval ``mean ± t_{(1+c)/2, n-1} · s/√n``; (NaN, NaN) for a single value."""
+def _check_bounds(bounds: Bounds) -> Bounds:
+    if bounds is None:
+        return None
+    lo, hi = (float(b) for b in bounds)
+    if math.isnan(lo) or math.isnan(hi) or not lo < hi:
+        raise ValueError(f"bounds must be (low, high) with low < high, got {bounds!r}")
+    return (lo, hi)
+
+
+def clip_interval(low: float, high: float, bounds: Bounds) -> tuple[float, float]:
+    """``[low, high] ∩ bounds`` (unchanged for ``bounds=None`` or NaN ends)."""
+    b = _check_bounds(bounds)
+    if b is None or math.isnan(low) or math.isnan(high):
+        return (low, high)
+    return (min(max(low, b[0]), b[1]), max(min(high, b[1]), b[0]))
+
+
+def confidence_interval(
+    values: Iterable[float], confidence: float = 0.95, bounds: Bounds = None
+) -> tuple[float, float]:
+    """Student-t interval ``mean ± t_{(1+c)/2, n-1} · s/√n``, intersected with ``bounds``
+    (``(low, high)``, e.g. ``(0, 1)`` for an accuracy) when given; (NaN, NaN) for one value."""
     _check_level(confidence)
     arr = _as_array(values)
+    b = _check_bounds(bounds)
+    if b is not None and (arr.min() < b[0] or arr.max() > b[1]):
+        raise ValueError(f"values {arr.tolist()} lie outside the bounds {b}")
     m = float(arr.mean())
     if arr.size < 2:
         return (math.nan, math.nan)
     tq = float(_st.t.ppf(0.5 + confidence / 2.0, arr.size - 1))
     half = tq * float(arr.std(ddof=1)) / math.sqrt(arr.size)
-    return (m - half, m + half)
+    return clip_interval(m - half, m + half, b)
 
 
 @dataclass(frozen=True)
 class Summary:
-    """n, mean, sample std and the Student-t confidence interval of a sample."""
+    """n, mean, sample std and the Student-t confidence interval of a sample (clipped to
+    ``bounds`` when they are set)."""
 
     n: int
     mean: float
@@ -112,17 +154,22 @@ class Summary:
     ci_low: float
     ci_high: float
     confidence: float = 0.95
+    bounds: Bounds = None
 
     @property
     def ci_half_width(self) -> float:
         return (self.ci_high - self.ci_low) / 2.0
 
 
-def summarize(values: Iterable[float], confidence: float = 0.95) -> Summary:
-    """:class:`Summary` of ``values`` (std and interval are NaN when n = 1)."""
+def summarize(
+    values: Iterable[float], confidence: float = 0.95, bounds: Bounds = None
+) -> Summary:
+    """:class:`Summary` of ``values`` (std and interval are NaN when n = 1); the interval is
+    clipped to ``bounds`` (see :func:`confidence_interval`)."""
     arr = _as_array(values)
-    lo, hi = confidence_interval(arr, confidence)
-    return Summary(int(arr.size), float(arr.mean()), std(arr), lo, hi, confidence)
+    lo, hi = confidence_interval(arr, confidence, bounds)
+    return Summary(int(arr.size), float(arr.mean()), std(arr), lo, hi, confidence,
+                   _check_bounds(bounds))
 
 
 @dataclass(frozen=True)
@@ -233,13 +280,37 @@ def cohens_d(a: Iterable[float], b: Iterable[float], paired: bool = False) -> fl
 
 @dataclass(frozen=True)
 class Comparison:
-    """Candidate vs baseline in one cell: ``outcome`` is ``"win"``, ``"tie"`` or ``"loss"``."""
+    """Candidate vs baseline in one cell: ``outcome`` is ``"win"``, ``"tie"`` or ``"loss"``.
+
+    ``pvalue`` is the p-value the outcome was decided on: the test's own
+    (``result.pvalue``), or after a multiple-comparison ``correction`` (see
+    :func:`adjust_pvalues`).
+    """
 
     outcome: str
     result: TestResult
     effect_size: float
     alpha: float
     higher_is_better: bool
+    correction: str = "none"
+    adjusted_pvalue: float | None = None
+
+    @property
+    def pvalue(self) -> float:
+        return self.result.pvalue if self.adjusted_pvalue is None else self.adjusted_pvalue
+
+    def corrected(self, pvalue: float, correction: str) -> Comparison:
+        """This comparison decided again on the adjusted p-value ``pvalue``."""
+        outcome = _outcome(pvalue, self.result.mean_difference, self.alpha,
+                           self.higher_is_better)
+        return Comparison(outcome, self.result, self.effect_size, self.alpha,
+                          self.higher_is_better, correction, float(pvalue))
+
+
+def _outcome(p: float, diff: float, alpha: float, higher_is_better: bool) -> str:
+    if p < alpha and diff != 0.0:
+        return "win" if (diff > 0) == higher_is_better else "loss"
+    return "tie"
 
 
 def compare(
@@ -279,9 +350,32 @@ def compare(
     else:
         res = welch_t_test(list(a.values()), list(b.values()))
         d = cohens_d(list(a.values()), list(b.values()))
-    if res.pvalue < alpha and res.mean_difference != 0.0:
-        better = (res.mean_difference > 0) == higher_is_better
-        outcome = "win" if better else "loss"
-    else:
-        outcome = "tie"
+    outcome = _outcome(res.pvalue, res.mean_difference, alpha, higher_is_better)
     return Comparison(outcome, res, d, float(alpha), higher_is_better)
+
+
+def adjust_pvalues(pvalues: Iterable[float], method: Correction = "holm") -> list[float]:
+    """Multiple-comparison adjusted p-values, in the input order.
+
+    ``"holm"``: Holm's step-down (family-wise error rate); ``"bh"``: Benjamini–Hochberg
+    step-up (false discovery rate); ``"none"``: unchanged. Formulas in the module docstring.
+    Rejecting where the adjusted value is below ``alpha`` is the procedure at level ``alpha``.
+    """
+    if method not in CORRECTIONS:
+        raise ValueError(f"correction must be one of {', '.join(CORRECTIONS)}, got {method!r}")
+    p = np.asarray(list(pvalues), dtype=np.float64)
+    if p.ndim != 1 or np.any(np.isnan(p)) or np.any((p < 0) | (p > 1)):
+        raise ValueError(f"p-values must be a flat sequence of numbers in [0, 1], got {p}")
+    m = p.size
+    if m == 0 or method == "none":
+        return p.tolist()
+    order = np.argsort(p, kind="stable")
+    ps = p[order]
+    rank = np.arange(1, m + 1)
+    if method == "holm":
+        adj = np.maximum.accumulate(np.minimum(1.0, (m - rank + 1) * ps))
+    else:
+        adj = np.minimum.accumulate(np.minimum(1.0, m * ps / rank)[::-1])[::-1]
+    out = np.empty(m)
+    out[order] = adj
+    return out.tolist()

@@ -3,18 +3,25 @@ win/tie/loss table of a candidate layer against baselines.
 
 Summary table
     mean ± sample std and the Student-t 95 % confidence interval of the final (last-epoch)
-    metric over seeds. The best layer of each column (at equal values of the other axes) is in
-    bold — the largest mean for accuracy/mIoU, the smallest for error/loss.
+    metric over seeds, clipped to the metric's range (``[0, 100] %`` for accuracy and mIoU,
+    ``≥ 0`` for a loss; :func:`actlab.report.grouping.metric_bounds`). The best layer of each
+    column (at equal values of the other axes) is in bold — the largest mean for accuracy/mIoU,
+    the smallest for error/loss.
 
-Win/tie/loss table (the style of Table 8 of Biswas et al., *SAU*, ECCV 2022)
+Win/tie/loss table (the style of Table 8 of Biswas et al., *SAU*, arXiv 2021)
     for each baseline, the number of (dataset, model[, axes]) cells in which the candidate is
     significantly better, not significantly different, or significantly worse, decided by a
     two-sided t-test at level ``alpha`` — the paired t-test when both layers ran the same seeds,
-    Welch's t-test otherwise (see :func:`actlab.report.stats.compare`).
+    Welch's t-test otherwise (see :func:`actlab.report.stats.compare`). By default the p-values
+    of one table (every cell against every baseline) are Holm-corrected before the decision, so
+    that the chance of any false "better"/"worse" in the table stays below ``alpha``;
+    ``correction="bh"`` (Benjamini–Hochberg, false discovery rate) and ``"none"`` are the other
+    options (:func:`actlab.report.stats.adjust_pvalues`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
@@ -23,7 +30,16 @@ from typing import Any
 from actlab.report import grouping as g
 from actlab.report.load import RunRecord
 from actlab.report.render import TextTable, check_format
-from actlab.report.stats import Comparison, Summary, TestName, compare, summarize
+from actlab.report.stats import (
+    CORRECTIONS,
+    Comparison,
+    Correction,
+    Summary,
+    TestName,
+    adjust_pvalues,
+    compare,
+    summarize,
+)
 
 __all__ = [
     "GroupResult",
@@ -33,7 +49,39 @@ __all__ = [
     "summarize_runs",
     "win_tie_loss",
     "format_number",
+    "DEFAULT_CORRECTION",
+    "interval_method",
+    "correction_method",
 ]
+
+#: multiple-comparison correction of win/tie/loss tables unless another is asked for
+DEFAULT_CORRECTION: Correction = "holm"
+
+_CORRECTION_TEXT = {
+    "holm": "Holm-corrected",
+    "bh": "Benjamini–Hochberg-corrected",
+}
+
+
+def _bound_text(value: float, scale: float) -> str:
+    return "∞" if math.isinf(value) else f"{value * scale:g}"
+
+
+def interval_method(bounds: tuple[float, float] | None, scale: float = 1.0) -> str:
+    """How the confidence intervals are made, e.g. ``"Student t, clipped to [0, 100]"``."""
+    if bounds is None:
+        return "Student t"
+    lo, hi = _bound_text(bounds[0], scale), _bound_text(bounds[1], scale)
+    return f"Student t, clipped to [{lo}, {hi}]"
+
+
+def correction_method(correction: str, family: int | None = None) -> str:
+    """One clause saying which multiple-comparison correction decides the outcomes."""
+    if correction == "none":
+        return "no correction for multiple comparisons"
+    size = f" over the {family} comparisons of this table" if family is not None else ""
+    goal = ("family-wise error rate" if correction == "holm" else "false discovery rate")
+    return f"p-values {_CORRECTION_TEXT[correction]}{size} ({goal} ≤ alpha)"
 
 Cell = tuple[str, str, tuple[Any, ...]]  # (dataset, model, axis values)
 
@@ -103,6 +151,7 @@ class ResultTable:
     confidence: float = 0.95
     percent: bool = False
     title: str = ""
+    bounds: tuple[float, float] | None = None
 
     @property
     def axis_labels(self) -> list[str]:
@@ -160,8 +209,9 @@ class ResultTable:
         unit = " (%)" if self.percent else ""
         better = "higher" if self.higher_is_better else "lower"
         conf = f"{self.confidence * 100:g}%"
+        how = interval_method(self.bounds, self._scale())
         return (
-            f"Final {self.metric}{unit}: mean ± std over seeds [{conf} CI, Student t]; "
+            f"Final {self.metric}{unit}: mean ± std over seeds [{conf} CI, {how}]; "
             f"{better} is better"
         )
 
@@ -286,20 +336,22 @@ def summarize_runs(
     test_loss present in every run. ``axes`` defaults to the config keys that vary besides the
     layer (:func:`actlab.report.grouping.varying_axes`); ``with_norm`` (layer = ``act+norm``)
     defaults to whether the runs use several norms. ``percent`` (show fractions as %) defaults to
-    True for accuracy/mIoU/error metrics whose values all lie in [0, 1].
+    True for accuracy/mIoU/error metrics whose values all lie in [0, 1]. Confidence intervals
+    are clipped to the metric's range (:func:`actlab.report.grouping.metric_bounds`).
     """
     metric, axes, with_norm, hib = _prepare(runs, metric, axes, with_norm, higher_is_better)
     grouped = _group(runs, metric, axes, with_norm)
     layers = _layer_labels(runs, with_norm)
+    bounds = g.metric_bounds(metric, [v for vals in grouped.values() for v in vals.values()])
     groups = [
-        GroupResult(d, m, layer, av, vals, summarize(vals.values(), confidence))
+        GroupResult(d, m, layer, av, vals, summarize(vals.values(), confidence, bounds))
         for (d, m, av, layer), vals in grouped.items()
     ]
     groups.sort(key=lambda x: (x.dataset, x.model, tuple(g.sort_key(v) for v in x.axes),
                                layers.index(x.layer)))
     if percent is None:
         percent = _percent_default(metric, [v for grp in groups for v in grp.values.values()])
-    return ResultTable(metric, hib, axes, layers, groups, confidence, percent)
+    return ResultTable(metric, hib, axes, layers, groups, confidence, percent, bounds=bounds)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -334,6 +386,7 @@ class WinTieLoss:
     test: str
     axes: list[str]
     cells: list[CellComparison] = field(default_factory=list)
+    correction: str = "none"
 
     def counts(self, baseline: str) -> dict[str, int]:
         out = {"win": 0, "tie": 0, "loss": 0, "n/a": 0}
@@ -361,9 +414,11 @@ class WinTieLoss:
         used = ", ".join(f"{names[k]}: {v}" for k, v in sorted(self.tests_used().items()))
         used = f" (comparisons by {used})" if used else ""
         better = "higher" if self.higher_is_better else "lower"
+        family = sum(c.comparison is not None for c in self.cells)
+        corr = correction_method(self.correction, family)
         return (
-            f"Significance: {how}, alpha = {self.alpha:g}{used}. Metric: final {self.metric} "
-            f"({better} is better); cells with fewer than 2 seeds on a side are n/a."
+            f"Significance: {how}, alpha = {self.alpha:g}{used}; {corr}. Metric: final "
+            f"{self.metric} ({better} is better); cells with fewer than 2 seeds on a side are n/a."
         )
 
     def to_text_table(self) -> TextTable:
@@ -382,17 +437,19 @@ class WinTieLoss:
     def details_table(self) -> TextTable:
         """One row per (cell, baseline) with difference, effect size, test and p-value."""
         labels = g.axis_labels(self.axes)
+        adj = self.correction != "none"
         header = ["dataset", "model", *labels, "baseline", "n", "diff", "d", "test", "p",
-                  "outcome"]
+                  *([f"p ({self.correction})"] if adj else []), "outcome"]
         rows = []
         for c in self.cells:
             cmp_ = c.comparison
             if cmp_ is None:
-                tail = ["–", "–", "–", "–", "n/a"]
+                tail = ["–"] * (5 if adj else 4) + ["n/a"]
             else:
                 r = cmp_.result
                 tail = [f"{r.mean_difference:+.4g}", f"{cmp_.effect_size:+.2f}", r.test,
-                        f"{r.pvalue:.3g}", cmp_.outcome]
+                        f"{r.pvalue:.3g}", *([f"{cmp_.pvalue:.3g}"] if adj else []),
+                        cmp_.outcome]
             rows.append([c.dataset, c.model, *map(g.format_axis_value, c.axes), c.baseline,
                          f"{c.n_candidate}/{c.n_baseline}", *tail])
         return TextTable(header, rows, title=f"{self.candidate} vs baselines per cell",
@@ -404,7 +461,7 @@ class WinTieLoss:
         if fmt == "csv":
             header = ["candidate", "baseline", "dataset", "model", *self.axes, "metric",
                       "n_candidate", "n_baseline", "test", "alpha", "mean_difference",
-                      "effect_size", "pvalue", "outcome"]
+                      "effect_size", "pvalue", "correction", "pvalue_adjusted", "outcome"]
             rows = []
             for c in self.cells:
                 cmp_ = c.comparison
@@ -414,7 +471,8 @@ class WinTieLoss:
                     str(c.n_baseline), "" if cmp_ is None else cmp_.result.test, f"{self.alpha}",
                     "" if cmp_ is None else repr(cmp_.result.mean_difference),
                     "" if cmp_ is None else repr(cmp_.effect_size),
-                    "" if cmp_ is None else repr(cmp_.result.pvalue), c.outcome,
+                    "" if cmp_ is None else repr(cmp_.result.pvalue), self.correction,
+                    "" if cmp_ is None else repr(cmp_.pvalue), c.outcome,
                 ])
             return TextTable(header, rows).render("csv")
         out = self.to_text_table().render(fmt)
@@ -431,19 +489,6 @@ def _layer_labels(runs: Sequence[RunRecord], with_norm: bool) -> list[str]:
     return list(dict.fromkeys(g.layer_label(r, with_norm) for r in runs))
 
 
-def _resolve_layer(name: str, layers: Sequence[str], what: str) -> str:
-    if name in layers:
-        return name
-    matches = [lab for lab in layers if lab.split("+", 1)[0] == name]
-    if len(matches) == 1:
-        return matches[0]
-    raise ValueError(
-        f"unknown {what} layer {name!r}"
-        + (f" (ambiguous: {', '.join(matches)})" if matches else "")
-        + f"; layers in these runs: {', '.join(layers)}"
-    )
-
-
 def win_tie_loss(
     runs: Sequence[RunRecord],
     candidate: str,
@@ -455,25 +500,35 @@ def win_tie_loss(
     axes: Sequence[str] | None = None,
     with_norm: bool | None = None,
     higher_is_better: bool | None = None,
+    correction: Correction = DEFAULT_CORRECTION,
 ) -> WinTieLoss:
     """Compare ``candidate`` with each baseline in every cell where both ran.
 
     ``baselines`` defaults to every other layer in ``runs``. Layer names are labels as in the
-    summary table (``act`` or ``act+norm``); a bare act name is accepted when unambiguous.
+    summary table (``act`` or ``act+norm``); a bare act name is accepted when it names one
+    layer, or one layer besides the candidate (``relu`` for ``relu+bn`` when the candidate is
+    ``relu+agc``). ``correction`` (``"holm"``, ``"bh"`` or ``"none"``) adjusts the p-values of
+    all comparisons in the table together before each outcome is decided at ``alpha``.
     """
+    if correction not in CORRECTIONS:
+        raise ValueError(
+            f"correction must be one of {', '.join(CORRECTIONS)}, got {correction!r}"
+        )
     metric, axes, with_norm, hib = _prepare(runs, metric, axes, with_norm, higher_is_better)
     grouped = _group(runs, metric, axes, with_norm)
     layers = _layer_labels(runs, with_norm)
-    cand = _resolve_layer(candidate, layers, "candidate")
+    cand = g.resolve_layer(candidate, layers, "candidate")
     if baselines is None:
         bases = [lab for lab in layers if lab != cand]
     else:
-        bases = [_resolve_layer(b, layers, "baseline") for b in baselines]
+        bases = [g.resolve_layer(b, layers, "baseline", exclude=[cand], baseline=True)
+                 for b in baselines]
         if cand in bases:
             raise ValueError(f"candidate {cand!r} is also listed as a baseline")
     cells = sorted({(d, m, av) for (d, m, av, _) in grouped},
                    key=lambda c: (c[0], c[1], tuple(g.sort_key(v) for v in c[2])))
-    result = WinTieLoss(cand, bases, metric, hib, float(alpha), test, list(axes))
+    result = WinTieLoss(cand, bases, metric, hib, float(alpha), test, list(axes),
+                        correction=correction)
     for d, m, av in cells:
         a = grouped.get((d, m, av, cand))
         if a is None:
@@ -487,4 +542,19 @@ def win_tie_loss(
             if len(a) >= 2 and len(bv) >= 2 and (test != "paired" or shared >= 2):
                 cmp_ = compare(a, bv, higher_is_better=hib, alpha=alpha, test=test)
             result.cells.append(CellComparison(d, m, av, b, cmp_, len(a), len(bv)))
-    return result
+    return _corrected(result)
+
+
+def _corrected(wtl: WinTieLoss) -> WinTieLoss:
+    """Decide every comparison of ``wtl`` again on its multiple-comparison adjusted p-value."""
+    if wtl.correction == "none":
+        return wtl
+    tested = [i for i, c in enumerate(wtl.cells) if c.comparison is not None]
+    adjusted = adjust_pvalues([wtl.cells[i].comparison.result.pvalue for i in tested],
+                              wtl.correction)  # type: ignore[union-attr]
+    for i, p in zip(tested, adjusted, strict=True):
+        c = wtl.cells[i]
+        wtl.cells[i] = dataclasses.replace(
+            c, comparison=c.comparison.corrected(p, wtl.correction)  # type: ignore[union-attr]
+        )
+    return wtl

@@ -5,7 +5,7 @@
 which rejects unknown keys and bad values with a message naming the key and what was expected.
 ``to_dict()`` gives back a plain dict (stored in checkpoints and results).
 
-Learning-rate scaling follows Deep Control (Zhang et al.): with ``lr_scaling="linear"`` the
+Learning-rate scaling follows Deep Control (B. Ruff, 2017): with ``lr_scaling="linear"`` the
 ``lr`` field is a per-sample rate and the optimizer's rate is ``lr × batch_size``.
 """
 
