@@ -139,9 +139,9 @@ def test_loader_stream_on_in_memory_splits_is_the_same_too() -> None:
 
 
 def test_config_fields_are_validated() -> None:
-    with pytest.raises(ValueError, match="TrainConfig.loader must be 'memory' or 'stream'"):
+    with pytest.raises(ValueError, match="TrainConfig.loader must be one of 'memory', 'stream', got 'disk'"):
         TrainConfig(loader="disk")
-    with pytest.raises(ValueError, match="TrainConfig.num_workers must be an int >= 0"):
+    with pytest.raises(ValueError, match="TrainConfig.num_workers must be an integer >= 0"):
         TrainConfig(num_workers=-1)
 
 
