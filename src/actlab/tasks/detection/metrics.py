@@ -78,7 +78,7 @@ def voc_ap(rec: np.ndarray, prec: np.ndarray, eleven_point: bool = False) -> flo
     """AP from cumulative recall/precision (module doc)."""
     if eleven_point:
         total = 0.0
-        for t in np.linspace(0.0, 1.0, 11):
+        for t in np.arange(11) / 10.0:  # t = i/10 exactly, as the devkit's 0:0.1:1
             above = prec[rec >= t]
             total += float(above.max()) if above.size else 0.0
         return total / 11.0
