@@ -160,6 +160,8 @@ def test_match_against_a_naive_loop():
             tb = t[i, torch.tensor(which)[pos], :4]  # the packed (float32-rounded) boxes
             torch.testing.assert_close(loc[i][pos], encode(tb, priors[pos]))
     assert (labels[1] == 0).all()  # no objects
+    none, _ = match(torch.zeros(2, 0, 6, dtype=torch.float64), priors)
+    assert none.shape == (2, priors.shape[0]) and (none == 0).all()
     assert 2 in labels[3].tolist()  # the later twin won its best prior
     # without difficult objects
     objs_d = [ImageTargets(objs[0].boxes, objs[0].labels, np.array([True, False, False]))]
@@ -270,6 +272,8 @@ def test_postprocess_decodes_scores_and_suppresses():
     background[..., 4] = 20.0
     assert [len(d.scores) for d in postprocess(background, priors)] == [0, 0]
     assert postprocess(background[:0], priors) == []
+    with pytest.raises(ValueError, match=r"\(B, 16, 4 \+ num_classes\).*image size"):
+        postprocess(torch.zeros(1, 20, 7), priors)
 
 
 @pytest.mark.parametrize("seed", range(3))

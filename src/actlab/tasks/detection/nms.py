@@ -84,6 +84,11 @@ def postprocess(
     variances: tuple[float, float] = VARIANCES,
 ) -> list[Detections]:
     """Detections of every image of a ``(B, P, 4 + C)`` output (module doc)."""
+    if out.dim() != 3 or out.shape[1] != priors.shape[0] or out.shape[2] < 6:
+        raise ValueError(
+            f"detection output must be (B, {priors.shape[0]}, 4 + num_classes) for these "
+            f"default boxes, got {tuple(out.shape)} (is the input the model's image size?)"
+        )
     priors = priors.to(out.device, torch.float32)
     boxes_all = decode(out[..., :4].float(), priors, variances).clamp(0.0, 1.0)  # (B, P, 4)
     probs = torch.softmax(out[..., 4:].float(), dim=-1)[..., 1:]  # drop background
