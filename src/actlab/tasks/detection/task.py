@@ -186,6 +186,11 @@ class DetectionTask(Task):
         rank: int = 0,
         world_size: int = 1,
     ) -> dict[str, float]:
+        """Multibox loss terms (per matched default box) and the three mAPs of a split.
+
+        In a multi-process run each process evaluates its contiguous share; loss sums are
+        added and detections gathered over processes, so every process returns the metrics of
+        the whole split."""
         from actlab.train.distributed import all_reduce_sum, shard_bounds
 
         device = torch.device(device)
