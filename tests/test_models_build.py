@@ -63,6 +63,8 @@ CASES: dict[str, tuple[dict, object, tuple]] = {
     "segnet": (
         {"width": 0.0625, "num_classes": 4, "in_channels": 1}, lambda: img(1, 32), (B, 4, 32, 32)
     ),
+    "ssd300": ({"width": 0.0625, "num_classes": 5}, lambda: img(3, 300), (B, 8732, 9)),
+    "ssd_lite": ({"width": 4, "num_classes": 3}, lambda: img(3, 64), (B, 336, 7)),
     "transformer_seq2seq": (
         {"src_vocab": 11, "tgt_vocab": 13, "d_model": 16, "nhead": 2, "dim_feedforward": 32},
         lambda: (torch.randint(0, 11, (B, 7)), torch.randint(0, 13, (B, 5))),
@@ -212,7 +214,7 @@ def test_reduced_sizes_match_the_registry_task():
         _, _, shape = CASES[name]
         task = model_task(name)
         expected_rank = {"classification": 2, "classification_1d": 2, "segmentation": 4,
-                         "seq2seq": 3, "lm": 3}[task]
+                         "detection": 3, "seq2seq": 3, "lm": 3}[task]
         assert len(shape) == expected_rank, name
 
 

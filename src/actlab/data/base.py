@@ -15,7 +15,7 @@ from torch.utils.data import TensorDataset
 
 __all__ = ["DatasetError", "DatasetSplits", "Task"]
 
-Task = Literal["classification", "segmentation"]
+Task = Literal["classification", "segmentation", "detection"]
 
 
 class DatasetError(ValueError):
@@ -35,13 +35,14 @@ class DatasetSplits:
 
     Attributes:
         name: registry name of the dataset (``"cifar10"``, ...).
-        task: ``"classification"`` (targets ``(N,)`` int64) or ``"segmentation"`` (targets
-            ``(N, H, W)`` int64 label maps).
+        task: ``"classification"`` (targets ``(N,)`` int64), ``"segmentation"`` (targets
+            ``(N, H, W)`` int64 label maps) or ``"detection"`` (targets ``(N, M, 6)`` float32
+            object rows, see :mod:`actlab.tasks.detection.targets`).
         train, val, test: ``TensorDataset(inputs, targets)`` (or, loaded with ``stream=True``,
             :class:`actlab.data.stream.SourceDataset` read per sample); inputs are float
             tensors of shape ``(N, *input_shape)``. ``val`` is carved from the official
             training data, never from the test data.
-        num_classes: number of classes (including background for segmentation).
+        num_classes: number of classes (including background for segmentation and detection).
         in_channels: ``input_shape[0]``.
         input_shape: ``(C, H, W)`` for images, ``(C, L)`` for sequences.
         class_names: optional human-readable class names (length ``num_classes``).
@@ -65,9 +66,9 @@ class DatasetSplits:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.task not in ("classification", "segmentation"):
+        if self.task not in ("classification", "segmentation", "detection"):
             raise ValueError(
-                f"task must be 'classification' or 'segmentation', got {self.task!r}"
+                f"task must be 'classification', 'segmentation' or 'detection', got {self.task!r}"
             )
         if self.in_channels != self.input_shape[0]:
             raise ValueError(

@@ -18,6 +18,8 @@ name                      source                  test split
 ``svhn``                  .mat files              official test_32x32.mat
 ``tiny_imagenet``         JPEG folder layout      official (labelled) val
 ``synthetic_shapes``      generated               carved 20 %, fixed seed
+``synthetic_detection``   generated (boxes)       carved 20 %, fixed seed
+``voc``                   VOCdevkit folders       official VOC2007 test
 ========================  ======================  ==========================================
 
 For file-based datasets ``data_dir`` defaults to ``$ACTLAB_DATA`` or ``~/.cache/actlab/data``;
@@ -39,9 +41,11 @@ from actlab.data.files import default_data_dir
 from actlab.data.idx import load_idx_dataset
 from actlab.data.mnist1d_data import mnist1d_arrays
 from actlab.data.prepare import Source, prepare_splits
+from actlab.data.shapes_detection import synthetic_detection
 from actlab.data.svhn import load_svhn
 from actlab.data.synthetic import SHAPE_CLASSES, make_shapes
 from actlab.data.tiny_imagenet import load_tiny_imagenet
+from actlab.data.voc import voc
 from actlab.registry import DATASETS
 
 __all__ = ["load_dataset", "list_datasets", "COMMON_OPTIONS", "dataset_options"]
@@ -244,6 +248,8 @@ _BUILDERS = {
     "svhn": (svhn, ()),
     "tiny_imagenet": (tiny_imagenet, ("tinyimagenet", "tiny_imagenet_200")),
     "synthetic_shapes": (synthetic_shapes, ("shapes",)),
+    "synthetic_detection": (synthetic_detection, ("shapes_detection",)),
+    "voc": (voc, ("pascal_voc", "voc_detection")),
 }
 _OWN = {fn for fn, _ in _BUILDERS.values()}
 for _name, (_fn, _aliases) in _BUILDERS.items():

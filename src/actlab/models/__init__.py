@@ -46,6 +46,7 @@ from actlab.models.shufflenet import (
     shufflenetv2_2_0,
 )
 from actlab.models.small import MLP, CNN1d, TinyCNN, cnn1d, mlp, tiny_cnn
+from actlab.models.ssd import SSD, ssd300, ssd_lite
 from actlab.models.transformer import (
     TransformerLM,
     TransformerSeq2Seq,
@@ -69,13 +70,15 @@ __all__ = [
     "UNet", "unet", "SegNet", "segnet",
     "TransformerSeq2Seq", "TransformerLM", "transformer_seq2seq", "transformer_lm",
     "TinyCNN", "tiny_cnn", "MLP", "mlp", "CNN1d", "cnn1d",
+    "SSD", "ssd300", "ssd_lite",
 ]
 
 #: What each registered model maps its input to.
 #: classification: images (B, C, H, W) -> (B, num_classes); classification_1d: (B, C, L) or
 #: (B, L) -> (B, num_classes); segmentation: (B, C, H, W) -> (B, num_classes, H, W);
+#: detection: (B, C, H, W) -> (B, num_priors, 4 + num_classes) (see actlab.models.ssd);
 #: seq2seq: (src (B, S), tgt (B, T)) -> (B, T, vocab); lm: (B, T) -> (B, T, vocab).
-TASKS = ("classification", "classification_1d", "segmentation", "seq2seq", "lm")
+TASKS = ("classification", "classification_1d", "segmentation", "detection", "seq2seq", "lm")
 
 _ZOO: dict[str, tuple[Callable[..., nn.Module], str]] = {
     "vgg": (vgg, "classification"),
@@ -106,6 +109,8 @@ _ZOO: dict[str, tuple[Callable[..., nn.Module], str]] = {
     "segnet": (segnet, "segmentation"),
     "transformer_seq2seq": (transformer_seq2seq, "seq2seq"),
     "transformer_lm": (transformer_lm, "lm"),
+    "ssd300": (ssd300, "detection"),
+    "ssd_lite": (ssd_lite, "detection"),
 }
 _TASK: dict[str, str] = {}
 
