@@ -153,15 +153,15 @@ def test_spec_loader_stream_through_actlab_run(
             'max_test = 40}\nmodel = "tiny_cnn"\nmodel_kwargs = {width = 4}\nacts = ["relu"]\n'
             'seeds = [0]\nepochs = 2\nbatch_size = 50\ndevice = "cpu"\n')
     rows = {}
-    reads: dict[str, int] = {"mem": 0, "stream": 0}
-    original = SourceDataset.__getitem__
+    reads: dict[str, int] = {"mem": 0, "stream": 0}  # streamed splits built
+    original = SourceDataset.__init__
     current = ["mem"]
 
-    def counting_getitem(self: SourceDataset, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def counting_init(self: SourceDataset, *args: object, **kwargs: object) -> None:
         reads[current[0]] += 1
-        return original(self, i)
+        original(self, *args, **kwargs)
 
-    monkeypatch.setattr(SourceDataset, "__getitem__", counting_getitem)
+    monkeypatch.setattr(SourceDataset, "__init__", counting_init)
     for name, extra in (("mem", ""), ("stream", 'loader = "stream"\nnum_workers = 1\n')):
         current[0] = name
         spec = tmp_path / f"{name}.toml"
