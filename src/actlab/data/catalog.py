@@ -48,7 +48,8 @@ from actlab.data.tiny_imagenet import load_tiny_imagenet
 from actlab.data.voc import voc
 from actlab.registry import DATASETS
 
-__all__ = ["load_dataset", "list_datasets", "COMMON_OPTIONS", "dataset_options"]
+__all__ = ["load_dataset", "list_datasets", "COMMON_OPTIONS", "dataset_options", "dataset_task",
+           "DATASET_TASKS"]
 
 PathLike = str | os.PathLike[str] | None
 
@@ -255,6 +256,21 @@ _OWN = {fn for fn, _ in _BUILDERS.values()}
 for _name, (_fn, _aliases) in _BUILDERS.items():
     if _name not in DATASETS:
         DATASETS.register(_name, _fn, aliases=_aliases)
+
+
+#: The task of each built-in dataset that is not a classification set (``DatasetSplits.task``),
+#: known without loading it; a plug-in dataset may add its own entry.
+DATASET_TASKS: dict[str, str] = {
+    "synthetic_shapes": "segmentation",
+    "synthetic_detection": "detection",
+    "voc": "detection",
+}
+
+
+def dataset_task(name: str) -> str:
+    """The task a registered dataset's splits are for (``"classification"`` unless listed in
+    :data:`DATASET_TASKS`)."""
+    return DATASET_TASKS.get(DATASETS.resolve(name), "classification")
 
 
 def list_datasets() -> list[str]:

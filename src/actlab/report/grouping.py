@@ -16,6 +16,7 @@ from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Any
 
 from actlab.report.load import RunRecord
+from actlab.sweep.summary import METRIC_ORDER
 
 __all__ = [
     "IGNORED_AXIS_NAMES",
@@ -49,15 +50,15 @@ IGNORED_AXIS_NAMES = frozenset(
 )
 
 #: final metrics tried, in order, when no metric is given
-DEFAULT_METRICS = ("test_acc", "test_miou", "test_pixel_acc", "test_pixel_error", "test_loss")
+DEFAULT_METRICS = METRIC_ORDER
 
-_HIGHER = ("acc", "miou", "iou", "f1", "auc", "precision", "recall")
+_HIGHER = ("acc", "miou", "iou", "map", "bleu", "f1", "auc", "precision", "recall")
 _LOWER = ("error", "loss", "time", "mem", "nll", "perplexity", "num_params")
 
 _MISSING = "<missing>"
 
 #: metrics that are fractions (or percentages) of something: their values lie in [0, 1]
-_FRACTIONS = ("acc", "miou", "iou", "error", "f1", "auc", "precision", "recall")
+_FRACTIONS = ("acc", "miou", "iou", "map", "bleu", "error", "f1", "auc", "precision", "recall")
 #: metrics that cannot be negative
 _NON_NEGATIVE = ("loss", "time", "mem", "nll", "perplexity", "num_params")
 

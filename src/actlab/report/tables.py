@@ -115,7 +115,7 @@ def format_number(value: float, decimals: int) -> str:
 
 def _percent_default(metric: str, values: Sequence[float]) -> bool:
     name = metric.lower()
-    fraction_like = any(k in name for k in ("acc", "miou", "iou", "error"))
+    fraction_like = any(k in name for k in ("acc", "miou", "iou", "map", "error"))
     return fraction_like and "loss" not in name and all(0.0 <= v <= 1.0 for v in values)
 
 

@@ -111,6 +111,7 @@ SPEC_KEYS: dict[str, Checker] = {
     "description": Text(),
     "dataset": Name(),
     "model": Name(),
+    "task": Name(),
     "val_fraction": Float(0.0, 1.0, hi_open=True),
     "split_seed": Int(0),
     "data_dir": Text(nonempty=True),
@@ -633,6 +634,29 @@ def _check_names(p: _Parser, scalars: Mapping[str, Any], acts: Sequence[str],
         _check_layer_kwargs(p, f"norm_kwargs.{n}", "norm", n, norm_kwargs.get(n, {}))
     _check_aliases(p, "acts", "activation", acts)
     _check_aliases(p, "norms", "norm", norms)
+    _check_tasks(p, scalars, grid)
+
+
+def _check_tasks(p: _Parser, scalars: Mapping[str, Any],
+                 grid: Mapping[str, tuple[Any, ...]]) -> None:
+    """Every dataset x model pair of the spec can be trained as one task (``task`` if the spec
+    names it, else the dataset's): a detection model on a classification set is refused here."""
+    from actlab.data.catalog import dataset_task
+    from actlab.models import model_task
+    from actlab.tasks import check_combination, list_tasks
+
+    task = scalars.get("task")
+    if task is not None and task not in list_tasks():
+        raise p.error("task", f"unknown task {task!r}{did_you_mean(task, list_tasks())} "
+                              f"(known: {', '.join(list_tasks())})")
+    for d in grid.get("dataset", (scalars["dataset"],)):
+        for m in grid.get("model", (scalars["model"],)):
+            d_task = dataset_task(d)
+            try:
+                check_combination(task or d_task, model_task(m), d_task)
+            except ValueError as exc:
+                raise p.error("task" if task else "model",
+                              f"{exc} (model {m!r}, dataset {d!r})") from None
 
 
 def _parse_grid(

@@ -15,7 +15,9 @@ from actlab.sweep.store import RunRow
 
 __all__ = ["summary_rows", "format_summary", "pick_metric", "METRIC_ORDER"]
 
-METRIC_ORDER = ("test_acc", "test_miou", "test_pixel_acc", "test_pixel_error", "test_loss")
+#: final metrics tried, in order, when none is named: each task's primary metric first
+METRIC_ORDER = ("test_acc", "test_miou", "test_map50", "test_bleu", "test_pixel_acc",
+                "test_pixel_error", "test_loss")
 
 
 def pick_metric(rows: Sequence[RunRow]) -> str | None:

@@ -23,16 +23,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from actlab.train.batches import EpochBatches, eval_tensors, make_loader, targets_of
 from actlab.train.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
 from actlab.train.config import TrainConfig
 from actlab.train.distributed import DistInfo, init_distributed, shard_bounds
 from actlab.train.distributed import all_reduce_sum as _all_reduce_sum
-from actlab.train.evaluate import collect_layer_stats, evaluate, tracking_activity
+from actlab.train.evaluate import collect_layer_stats, tracking_activity
 from actlab.train.loggers import EpochLogger
-from actlab.train.loss import cross_entropy_parts, loss_normaliser
 from actlab.train.metrics import enet_class_weights
 from actlab.train.optim import build_optimizer, build_scheduler
 from actlab.train.progress import EpochProgress, ProgressArg
@@ -78,13 +77,8 @@ def resolve_device(name: str) -> torch.device:
 
 
 def _metric_keys(task: str) -> tuple[str, ...]:
-    if task == "classification":
-        return ("test_acc", "test_loss", "val_acc", "val_loss", "train_loss", "train_acc")
-    return (
-        "test_pixel_error", "test_pixel_acc", "test_miou", "test_loss",
-        "val_pixel_error", "val_pixel_acc", "val_miou", "val_loss",
-        "train_loss", "train_pixel_acc",
-    )
+    from actlab.tasks import task_type
+    return task_type(task).metric_keys()
 
 
 def final_metrics(history: list[dict[str, Any]], task: str, num_params: int) -> dict[str, float]:
@@ -109,30 +103,6 @@ def _peak_mem_mb(device: torch.device) -> float:
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def _check_targets(name: str, y: Tensor, task: str, num_classes: int) -> None:
-    if y.dtype.is_floating_point or y.dtype == torch.bool:
-        raise TypeError(f"{name} targets must be an integer tensor, got {y.dtype}")
-    if task == "classification" and y.dim() != 1:
-        raise ValueError(f"{name} targets of a classification task must be (N,), got {y.shape}")
-    if task == "segmentation" and y.dim() < 2:
-        raise ValueError(f"{name} targets of a segmentation task must be (N, *spatial)")
-    if y.numel() and int(y.max()) >= num_classes:
-        raise ValueError(
-            f"{name} targets hold class {int(y.max())} but num_classes={num_classes} "
-            "(labels must be in [0, num_classes); negative labels are ignored)"
-        )
-
-
-def _build_augment(spec: str | None, task: str) -> Callable[..., Any] | None:
-    if spec is None:
-        return None
-    try:
-        from actlab.data.augment import build_augment
-    except ImportError as e:  # pragma: no cover - data package absent
-        raise ImportError(f"augment={spec!r} needs actlab.data.augment ({e})") from e
-    return build_augment(spec, task)
 
 
 def _check_resume(saved: Mapping[str, Any], cfg: TrainConfig, path: str) -> None:
@@ -201,8 +171,8 @@ def train_model(
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     task, num_classes = splits.task, int(splits.num_classes)
-    if task not in ("classification", "segmentation"):
-        raise ValueError(f"splits.task must be 'classification' or 'segmentation', got {task!r}")
+    from actlab.tasks import task_type
+    task_type(task)
 
     device = resolve_device(cfg.device)
     world = init_distributed(device.type) if distributed else DistInfo()
@@ -213,8 +183,6 @@ def train_model(
             f"batch_size={cfg.batch_size} is smaller than the number of processes "
             f"({world.world_size}); every process needs at least one sample per step"
         )
-    for name in ("train", "val", "test"):
-        _check_targets(name, targets_of(getattr(splits, name)), task, num_classes)
 
     with _determinism(cfg.deterministic, device):
         return _train(model, splits, cfg, task, num_classes, device, world,
@@ -260,10 +228,15 @@ def _train(
             f"the training split has {n_train} samples, fewer than batch_size={bs} with "
             "drop_last=True: no complete batch (lower batch_size or set drop_last=False)"
         )
-    augment = _build_augment(cfg.augment, task)
     weight = None
     if cfg.class_weights == "enet":
         weight = enet_class_weights(targets_of(splits.train), num_classes).to(device)
+    from actlab.tasks import build_task
+    tk = build_task(task, model, num_classes, class_weight=weight,
+                    label_smoothing=cfg.label_smoothing)
+    for name in ("train", "val", "test"):
+        tk.check_targets(name, targets_of(getattr(splits, name)))
+    augment = tk.build_augment(cfg.augment)
 
     # ---- model, optimizer, schedule, AMP ---------------------------------------------------
     model.to(device)
@@ -315,7 +288,7 @@ def _train(
                 stream = iter(loader)
             else:
                 perm = perm.to(x_train.device)
-            sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, norm, hit, n
+            sums = None
             for step in range(steps):
                 if batches is not None:
                     x, y = next(stream)
@@ -327,12 +300,13 @@ def _train(
                 if augment is not None:
                     x, y = augment(x, y, generator=generator)
                 # normalise by the GLOBAL batch so that DDP's gradient mean is exact
-                norm = loss_normaliser(y, num_classes, weight)
+                norm = tk.loss_normaliser(y)
                 lo, hi = shard_bounds(len(y), world.rank, world.world_size)
                 x, y = x[lo:hi], y[lo:hi]
                 with autocast():
                     out = net(x)
-                loss_sum, local_norm = cross_entropy_parts(out, y, weight, cfg.label_smoothing)
+                parts = tk.loss_parts(out, y)
+                loss_sum, local_norm = parts.total, parts.normaliser
                 loss = loss_sum * world.world_size / norm
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
@@ -343,18 +317,18 @@ def _train(
                 scaler.update()
                 scheduler.step()
                 with torch.no_grad():
-                    valid = (y >= 0) & (y < num_classes)
-                    hits = ((out.argmax(1) == y) & valid).sum()
-                    sums += torch.stack([loss_sum.detach().double(), local_norm.double(),
-                                         hits.double(), valid.sum().double()])
+                    step_sums = torch.cat([torch.stack([loss_sum.detach().double(),
+                                                        local_norm.double()]),
+                                           parts.stats.to(device)])
+                    sums = step_sums if sums is None else sums + step_sums
             _all_reduce_sum(sums)
-            loss_total, norm_total, hit_total, n_total = sums.tolist()
+            loss_total, norm_total, *stat_total = sums.tolist()
             train_loss = loss_total / norm_total if norm_total > 0 else math.nan
 
             # ---- evaluation --------------------------------------------------------------
             ev = functools.partial(
-                evaluate, model, task=task, num_classes=num_classes,
-                batch_size=cfg.eval_batch_size, device=device, class_weight=weight,
+                tk.evaluate, model,
+                batch_size=cfg.eval_batch_size, device=device,
                 autocast=autocast, rank=world.rank, world_size=world.world_size,
             )
             with tracking_activity(model, cfg.log_layer_stats):
@@ -363,9 +337,8 @@ def _train(
             test = ev(*eval_tensors(splits.test))
             _sync(device)
 
-            acc_key = "acc" if task == "classification" else "pixel_acc"
-            record: dict[str, Any] = {"epoch": epoch, "lr": lr, "train_loss": train_loss,
-                                      f"train_{acc_key}": hit_total / max(n_total, 1.0)}
+            record: dict[str, Any] = {"epoch": epoch, "lr": lr, "train_loss": train_loss}
+            record.update({f"train_{k}": v for k, v in tk.train_metrics(stat_total).items()})
             record.update({f"val_{k}": v for k, v in val.items()})
             record.update({f"test_{k}": v for k, v in test.items()})
             record["epoch_time"] = time.perf_counter() - t0
