@@ -281,7 +281,8 @@ def prepare_splits(
             raise ValueError(f"{name}: with folds={folds} the held-out fold is the validation "
                              f"split; val_fraction must be 0, got {val_fraction}")
         if fold is None:
-            raise ValueError(f"{name}: folds={folds} needs fold (the held-out fold, 0..{folds - 1})")
+            raise ValueError(f"{name}: folds={folds} needs fold (the held-out fold, "
+                             f"0..{folds - 1})")
         keep, held = fold_split(sub_labels, folds, fold, seed, n=len(rest))
     train_idx, val_idx = rest[keep], rest[held]
     if len(train_idx) == 0:

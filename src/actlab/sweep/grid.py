@@ -9,8 +9,9 @@ sets ``folds = k``). A cell's config is a JSON-able dict::
      "train": {...the spec's keyed TrainConfig fields, "seed"}}
 
 (plus ``"folds": k, "fold": i`` for a k-fold spec; absent otherwise, so that the keys of
-other specs do not change) and its key is ``sha1(canonical_json(config))``: the same settings always give the same key,
-whatever the order of keys in the spec file, so re-running a spec finds its earlier cells.
+other specs do not change) and its key is ``sha1(canonical_json(config))``: the same settings
+always give the same key, whatever the order of keys in the spec file, so re-running a spec
+finds its earlier cells.
 ``threads`` (torch intra-op threads of the cell) is part of it because results depend on it.
 Settings that do not change results (``device``, ``data_dir``, plug-in ``imports``) are kept out
 of the key, in ``Cell.runtime``.
