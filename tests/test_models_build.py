@@ -49,6 +49,8 @@ CASES: dict[str, tuple[dict, object, tuple]] = {
     "densenet121": ({"growth": 2}, lambda: img(3, 8), (B, 10)),
     "densenet_bc": ({"depth": 16, "growth": 4}, lambda: img(3, 16), (B, 10)),
     "densenet_bc_100_12": None,  # same class as densenet_bc; counted in test_models_params
+    "densenet": ({"depth": 10, "growth": 4}, lambda: img(3, 16), (B, 10)),
+    "densenet_100_12": None,  # same class as densenet; counted in test_models_params
     "mobilenetv2": ({"width": 0.25}, lambda: img(3, 8), (B, 10)),
     "shufflenetv2": ({"width": 0.5}, lambda: img(3, 8), (B, 10)),
     "shufflenetv2_0_5": ({}, lambda: img(3, 8), (B, 10)),

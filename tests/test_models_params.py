@@ -25,6 +25,8 @@ PUBLISHED = [
      "Zagoruyko & Komodakis 2016, Wide Residual Networks: WRN-28-10 has 36.5M (CIFAR-10)"),
     ("resnet164", {}, 1.7e6, 0.02,
      "He et al. 2016, Identity Mappings in Deep Residual Networks: ResNet-164 has 1.7M"),
+    ("densenet_100_12", {}, 7.0e6, 0.01,
+     "Huang et al. 2017, DenseNet Table 2: DenseNet (L=100, k=12) has 7.0M"),
     ("densenet_bc_100_12", {}, 0.8e6, 0.05,
      "Huang et al. 2017, DenseNet Table 2: DenseNet-BC (L=100, k=12) has 0.8M"),
     ("preact_resnet18", {}, 11.2e6, 0.01,

@@ -254,7 +254,7 @@ def test_version_and_list_and_run_of_every_shipped_spec(capsys):
     assert main(["list", "specs"]) == 0
     listed = capsys.readouterr().out.split()
     assert {"default", "offline/digits", "offline/mnist1d", "paper/sau_table1",
-            "paper/ash_table1_resnet164", "paper/deep_control"} <= set(listed)
+            "paper/ash_table2_cifar10_resnet164", "paper/deep_control"} <= set(listed)
     assert listed == list(packaged_specs())
     for name in listed:  # each one loads by name (no data needed to validate)
         assert load_spec(name, check_names=False).source.endswith(f"{name}.toml")

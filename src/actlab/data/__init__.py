@@ -31,7 +31,7 @@ from actlab.data.base import DatasetError, DatasetSplits
 from actlab.data.cache import cache_dir
 from actlab.data.catalog import COMMON_OPTIONS, dataset_options, list_datasets, load_dataset
 from actlab.data.prepare import Source, channel_stats, prepare_splits
-from actlab.data.split import split_indices, stratified_split
+from actlab.data.split import fold_split, kfold_indices, split_indices, stratified_split
 from actlab.data.synthetic import SHAPE_CLASSES, make_shapes
 
 __all__ = [
@@ -59,4 +59,6 @@ __all__ = [
     "random_hflip",
     "split_indices",
     "stratified_split",
+    "kfold_indices",
+    "fold_split",
 ]

@@ -55,6 +55,9 @@ PathLike = str | os.PathLike[str] | None
 
 #: Options every builder accepts (forwarded to ``prepare_splits``).
 COMMON_OPTIONS = ("max_train", "max_val", "max_test", "normalize", "dtype", "stream")
+#: k-fold options every builder forwards to ``prepare_splits``; set by a spec's ``folds`` key (a
+#: cell's ``folds`` / ``fold``), so they are not listed among a dataset's ``dataset_kwargs``.
+FOLD_OPTIONS = ("folds", "fold")
 
 DIGIT_NAMES = [str(i) for i in range(10)]
 FASHION_MNIST_CLASSES = [
@@ -64,7 +67,7 @@ FASHION_MNIST_CLASSES = [
 
 
 def _check_common(common: dict[str, Any]) -> None:
-    bad = sorted(set(common) - set(COMMON_OPTIONS))
+    bad = sorted(set(common) - set(COMMON_OPTIONS) - set(FOLD_OPTIONS))
     if bad:
         raise TypeError(f"unknown dataset option(s) {bad}; common options are {COMMON_OPTIONS}")
 
@@ -314,7 +317,7 @@ def load_dataset(
     builder = DATASETS.factory(name)
     if builder in _OWN:  # user-registered builders validate their own options
         known = dataset_options(name)
-        bad = sorted(set(kwargs) - set(known))
+        bad = sorted(set(kwargs) - set(known) - set(FOLD_OPTIONS))
         if bad:
             raise TypeError(
                 f"dataset {name!r} does not accept option(s) {bad}; it accepts {known}"

@@ -5,7 +5,10 @@ The pipeline, identical for every dataset:
 1. If the dataset has no official test split, a test split of ``test_fraction`` is carved from
    the training data with a *fixed* seed (``TEST_SEED``), so it is the same for every ``seed``.
 2. A validation split of ``val_fraction`` is carved from the (remaining) training data with
-   ``seed``: stratified by class for classification, uniform for segmentation.
+   ``seed``: stratified by class for classification, uniform for segmentation. With ``folds = k``
+   (k-fold cross-validation) the remaining training data is instead partitioned into ``k`` folds
+   with ``seed`` (:func:`actlab.data.split.kfold_indices`) and fold ``fold`` is the validation
+   split; the model trains on the other ``k - 1`` (``val_fraction`` must then be 0).
 3. ``max_train`` / ``max_val`` / ``max_test`` optionally shrink each split (stratified, seeded).
 4. Inputs are rescaled by a fixed factor (``scale``, e.g. 1/255), then standardised per channel
    with the mean and standard deviation of the final *training* split:
@@ -28,7 +31,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from actlab.data.base import DatasetSplits, Task
-from actlab.data.split import fraction_to_size, split_indices
+from actlab.data.split import fold_split, fraction_to_size, split_indices
 
 __all__ = ["Source", "prepare_splits", "channel_stats", "chunked_channel_stats", "TEST_SEED",
            "resolve_dtype"]
@@ -232,6 +235,8 @@ def prepare_splits(
     class_names: Sequence[str] | None = None,
     meta: dict[str, Any] | None = None,
     stream: bool = False,
+    folds: int | None = None,
+    fold: int | None = None,
 ) -> DatasetSplits:
     """Run the split / subset / standardise pipeline described in the module docstring.
 
@@ -265,9 +270,20 @@ def prepare_splits(
         rest, test_idx = all_train, np.arange(len(test), dtype=np.int64)
         test_src = test
 
-    n_val = fraction_to_size(val_fraction, len(rest), what="val_fraction")
     sub_labels = None if labels is None else labels[rest]
-    keep, held = split_indices(sub_labels, n_val, seed, n=len(rest))
+    if folds is None:
+        if fold is not None:
+            raise ValueError(f"{name}: fold={fold!r} given without folds")
+        n_val = fraction_to_size(val_fraction, len(rest), what="val_fraction")
+        keep, held = split_indices(sub_labels, n_val, seed, n=len(rest))
+    else:
+        if val_fraction:
+            raise ValueError(f"{name}: with folds={folds} the held-out fold is the validation "
+                             f"split; val_fraction must be 0, got {val_fraction}")
+        if fold is None:
+            raise ValueError(f"{name}: folds={folds} needs fold (the held-out fold, "
+                             f"0..{folds - 1})")
+        keep, held = fold_split(sub_labels, folds, fold, seed, n=len(rest))
     train_idx, val_idx = rest[keep], rest[held]
     if len(train_idx) == 0:
         raise ValueError(f"{name}: no training samples left after carving val/test splits")
@@ -314,6 +330,8 @@ def prepare_splits(
         test_source="official" if test is not None else f"carved {test_fraction} (fixed seed)",
         scale=scale,
     )
+    if folds is not None:
+        info.update(folds=int(folds), fold=int(fold))  # type: ignore[arg-type]
     if stream:
         info["stream"] = True
     return DatasetSplits(

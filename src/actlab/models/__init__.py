@@ -19,7 +19,14 @@ from typing import Any
 
 from torch import nn
 
-from actlab.models.densenet import DenseNet, densenet121, densenet_bc, densenet_bc_100_12
+from actlab.models.densenet import (
+    DenseNet,
+    densenet,
+    densenet121,
+    densenet_100_12,
+    densenet_bc,
+    densenet_bc_100_12,
+)
 from actlab.models.efficientnet import EfficientNet, efficientnet_b0
 from actlab.models.init import INIT_SCHEMES, dirac_layers, init_weights
 from actlab.models.mobilenet import MobileNetV2, mobilenetv2
@@ -62,7 +69,7 @@ __all__ = [
     "VGG", "vgg", "vgg16_bn",
     "PreActResNet", "preact_resnet", "preact_resnet18", "preact_resnet_bottleneck", "resnet164",
     "wrn", "wrn28_10", "CifarResNet", "small_resnet", "resnet8", "resnet20",
-    "DenseNet", "densenet_bc", "densenet_bc_100_12", "densenet121",
+    "DenseNet", "densenet", "densenet_100_12", "densenet_bc", "densenet_bc_100_12", "densenet121",
     "MobileNetV2", "mobilenetv2",
     "ShuffleNetV2", "shufflenetv2", "shufflenetv2_0_5", "shufflenetv2_1_0", "shufflenetv2_1_5",
     "shufflenetv2_2_0",
@@ -93,6 +100,8 @@ _ZOO: dict[str, tuple[Callable[..., nn.Module], str]] = {
     "resnet8": (resnet8, "classification"),
     "resnet20": (resnet20, "classification"),
     "densenet121": (densenet121, "classification"),
+    "densenet": (densenet, "classification"),
+    "densenet_100_12": (densenet_100_12, "classification"),
     "densenet_bc": (densenet_bc, "classification"),
     "densenet_bc_100_12": (densenet_bc_100_12, "classification"),
     "mobilenetv2": (mobilenetv2, "classification"),

@@ -1,6 +1,9 @@
 """Densely connected networks, CIFAR variants (Huang, Liu, van der Maaten & Weinberger 2017,
 "Densely Connected Convolutional Networks").
 
+* DenseNet-L-k (no bottleneck, no compression): three dense blocks of ``(L - 4) / 3`` layers
+  ``norm-act-conv3×3(k)``, transitions ``norm-act-conv1×1-avgpool2`` keeping the channel count,
+  a 3×3 stem with 16 channels. DenseNet-100-12 has 7.0M parameters (paper, Table 2).
 * DenseNet-BC-L-k: three dense blocks of ``(L - 4) / 6`` bottleneck layers
   (``norm-act-conv1×1(4k)-norm-act-conv3×3(k)``), transitions with compression 0.5
   (``norm-act-conv1×1-avgpool2``), a 3×3 stem with ``2k`` channels. DenseNet-BC-100-12 has
@@ -28,8 +31,8 @@ from actlab.models._common import (
 from actlab.models.init import init_weights
 from actlab.registry import ActSpec, NormSpec
 
-__all__ = ["DenseLayer", "Transition", "DenseNet", "densenet_bc", "densenet_bc_100_12",
-           "densenet121"]
+__all__ = ["DenseLayer", "Transition", "DenseNet", "densenet", "densenet_100_12", "densenet_bc",
+           "densenet_bc_100_12", "densenet121"]
 
 
 class DenseLayer(nn.Module):
@@ -134,6 +137,38 @@ class DenseNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.act(self.norm(self.features(self.stem(x)))))
+
+
+def densenet(
+    depth: int = 100,
+    growth: int = 12,
+    num_classes: int = 10,
+    in_channels: int = 3,
+    act: ActSpec = "relu",
+    norm: NormSpec = "bn",
+    init: str | None = None,
+) -> DenseNet:
+    """DenseNet-depth-growth (Huang et al. 2017, the plain variant): three blocks of
+    ``(depth - 4) / 3`` layers ``conv3×3(act(norm(x)))``, no bottleneck, transitions without
+    compression, a 16-channel stem."""
+    check_int("depth", depth, 7)
+    if (depth - 4) % 3:
+        raise ValueError(f"DenseNet depth must be 3n + 4 (e.g. 40, 100), got {depth}")
+    n = (depth - 4) // 3
+    return DenseNet((n, n, n), growth, num_classes, in_channels, act, norm, bottleneck=False,
+                    compression=1.0, stem_channels=16, init=init)
+
+
+def densenet_100_12(
+    num_classes: int = 10,
+    in_channels: int = 3,
+    act: ActSpec = "relu",
+    norm: NormSpec = "bn",
+    init: str | None = None,
+) -> DenseNet:
+    """DenseNet (L=100, k=12), no bottleneck or compression, 7.0M parameters (Huang et al. 2017,
+    Table 2)."""
+    return densenet(100, 12, num_classes, in_channels, act, norm, init)
 
 
 def densenet_bc(

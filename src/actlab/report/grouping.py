@@ -123,7 +123,8 @@ def _canon(value: Any) -> str:
 
 def _ignored(key: str) -> bool:
     leaf = key.rsplit(".", 1)[-1].lower()
-    return "seed" in leaf or leaf in IGNORED_AXIS_NAMES
+    # seeds and the folds of a k-fold study are the replicates a cell is summarised over
+    return "seed" in leaf or leaf in ("fold", "folds") or leaf in IGNORED_AXIS_NAMES
 
 
 def varying_axes(runs: Sequence[RunRecord]) -> list[str]:

@@ -131,7 +131,9 @@ def _group(
         key = (r.dataset, r.model, tuple(g.axis_value(r, a, flat) for a in axes),
                g.layer_label(r, with_norm))
         vals = out.setdefault(key, {})
-        seed: Hashable = r.seed
+        # the replicate: the seed, or (seed, fold) in a k-fold study, so folds pair like seeds
+        fold = r.config.get("fold")
+        seed: Hashable = r.seed if fold is None else (r.seed, fold)
         copy = 1
         while seed in vals:  # a repeated seed: keep every run (such groups are not paired)
             seed, copy = (r.seed, copy), copy + 1

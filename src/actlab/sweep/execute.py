@@ -64,6 +64,7 @@ def execute_cell(
     # ---- data-at-scale / tracking hooks (actlab.train.loggers, streaming) ---------------------
     loading = {k: runtime[k] for k in ("loader", "num_workers") if k in runtime}
     stream = {"stream": True} if loading.get("loader") == "stream" else {}
+    kfold = {k: config[k] for k in ("folds", "fold") if k in config}
     # ------------------------------------------------------------------------------------------
     splits = load_dataset(
         config["dataset"],
@@ -72,6 +73,7 @@ def execute_cell(
         seed=config["split_seed"],
         **config.get("dataset_kwargs", {}),
         **stream,
+        **kfold,
     )
     act: Any = config["act"]
     if config.get("act_kwargs"):

@@ -1,14 +1,17 @@
 """Grid expansion: a spec becomes a list of cells, each with a full config and a stable key.
 
-The cells are the product ``seeds x [grid] axes x acts x norms`` (seeds outermost, so that a
-partial sweep already holds complete seed-0 comparisons). A cell's config is a JSON-able dict::
+The cells are the product ``seeds x folds x [grid] axes x acts x norms`` (seeds outermost, so
+that a partial sweep already holds complete seed-0 comparisons; ``folds`` only when the spec
+sets ``folds = k``). A cell's config is a JSON-able dict::
 
     {"study", "dataset", "dataset_kwargs", "val_fraction", "split_seed", "model", "model_kwargs",
      "act", "act_kwargs", "norm", "norm_kwargs", "seed", "threads",
      "train": {...the spec's keyed TrainConfig fields, "seed"}}
 
-and its key is ``sha1(canonical_json(config))``: the same settings always give the same key,
-whatever the order of keys in the spec file, so re-running a spec finds its earlier cells.
+(plus ``"folds": k, "fold": i`` for a k-fold spec; absent otherwise, so that the keys of
+other specs do not change) and its key is ``sha1(canonical_json(config))``: the same settings
+always give the same key, whatever the order of keys in the spec file, so re-running a spec
+finds its earlier cells.
 ``threads`` (torch intra-op threads of the cell) is part of it because results depend on it.
 Settings that do not change results (``device``, ``data_dir``, plug-in ``imports``) are kept out
 of the key, in ``Cell.runtime``.
@@ -58,6 +61,8 @@ class Cell:
     axes: dict[str, Any] = field(default_factory=dict)
     #: ray/local resources from the spec
     resources: dict[str, float] = field(default_factory=dict)
+    #: the held-out fold of a k-fold spec (``None`` otherwise); like the seed, not an axis
+    fold: int | None = None
 
     @property
     def epochs(self) -> int | None:
@@ -77,7 +82,8 @@ class Cell:
     def label(self) -> str:
         """Short human label: ``sau+bn s0 batch_size=8``."""
         extra = " ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in self.axes.items())
-        return f"{self.act}+{self.norm} s{self.seed}" + (f" {extra}" if extra else "")
+        fold = "" if self.fold is None else f" fold{self.fold}"
+        return f"{self.act}+{self.norm} s{self.seed}{fold}" + (f" {extra}" if extra else "")
 
 
 def iter_grid(grid: Mapping[str, tuple[Any, ...]]) -> Iterator[dict[str, Any]]:
@@ -126,28 +132,31 @@ def expand(spec: StudySpec) -> list[Cell]:
         runtime["imports"] = list(spec.imports)
     cells: list[Cell] = []
     seen: set[str] = set()
-    for seed in spec.seeds:
-        for point in iter_grid(spec.grid):
-            for act in spec.acts:
-                for norm in spec.norms:
-                    config = _base_config(spec)
-                    for axis, value in point.items():
-                        _apply_axis(config, axis, value, tkeys)
-                    config.update(
-                        act=act,
-                        act_kwargs=dict(spec.act_kwargs.get(act, {})),
-                        norm=norm,
-                        norm_kwargs=dict(spec.norm_kwargs.get(norm, {})),
-                        seed=seed,
-                    )
-                    config["train"]["seed"] = seed
-                    key = cell_key(config)
-                    if key in seen:  # pragma: no cover - spec validation forbids duplicates
-                        continue
-                    seen.add(key)
-                    cells.append(Cell(
-                        key=key, study=spec.name, dataset=config["dataset"],
-                        model=config["model"], act=act, norm=norm, seed=seed, config=config,
-                        runtime=dict(runtime), axes=dict(point), resources=dict(spec.resources),
-                    ))
+    folds: list[int | None] = list(range(spec.folds)) if spec.folds else [None]
+    for seed, fold, point in itertools.product(spec.seeds, folds, iter_grid(spec.grid)):
+        for act in spec.acts:
+            for norm in spec.norms:
+                config = _base_config(spec)
+                for axis, value in point.items():
+                    _apply_axis(config, axis, value, tkeys)
+                config.update(
+                    act=act,
+                    act_kwargs=dict(spec.act_kwargs.get(act, {})),
+                    norm=norm,
+                    norm_kwargs=dict(spec.norm_kwargs.get(norm, {})),
+                    seed=seed,
+                )
+                if fold is not None:
+                    config.update(folds=spec.folds, fold=fold)
+                config["train"]["seed"] = seed
+                key = cell_key(config)
+                if key in seen:  # pragma: no cover - spec validation forbids duplicates
+                    continue
+                seen.add(key)
+                cells.append(Cell(
+                    key=key, study=spec.name, dataset=config["dataset"],
+                    model=config["model"], act=act, norm=norm, seed=seed, config=config,
+                    runtime=dict(runtime), axes=dict(point), resources=dict(spec.resources),
+                    fold=fold,
+                ))
     return cells

@@ -9,6 +9,7 @@ settings shared by every cell; ``[grid]`` adds further axes to sweep::
     acts = ["relu", "sau"]
     norms = ["bn", "agc"]
     seeds = [0, 1, 2]            # or a count: seeds = 3
+    folds = 10                   # optional k-fold cross-validation: every seed runs k folds
     threads = 1                  # torch threads per cell (part of each cell's key)
     imports = ["./my_layers.py"] # plug-ins: modules or files that register layers/models/data
     epochs = 10                  # any TrainConfig field (actlab.train.config)
@@ -89,6 +90,8 @@ __all__ = [
 MAX_SEEDS = 1000
 #: Upper bound of the number of cells of a spec, checked before any cell is built.
 MAX_CELLS = 20_000
+#: Upper bound of ``folds`` (k of k-fold cross-validation).
+MAX_FOLDS = 100
 
 
 class SpecError(ValueError):
@@ -116,6 +119,7 @@ SPEC_KEYS: dict[str, Checker] = {
     "split_seed": Int(0),
     "data_dir": Text(nonempty=True),
     "threads": Int(1, 1024),
+    "folds": Int(2, MAX_FOLDS),
 }
 #: Defaults of the spec's own keys (``name`` defaults to the file name).
 SPEC_DEFAULTS: dict[str, Any] = {
@@ -159,6 +163,14 @@ class StudySpec:
     extra axis (a training key, ``val_fraction``, ``split_seed``, ``threads``, ``dataset``,
     ``model`` or ``model_kwargs.<k>`` / ``dataset_kwargs.<k>``) to its values, in file order.
     ``imports`` are plug-ins: module names, or absolute paths of ``.py`` files.
+
+    ``folds = k`` turns on k-fold cross-validation: the training data (what remains of the
+    training split after any test carve) is partitioned into ``k`` stratified folds with
+    ``split_seed`` (:func:`actlab.data.split.kfold_indices`); every seed then runs ``k`` cells,
+    cell ``fold = i`` training on the other ``k - 1`` folds and validating on fold ``i``
+    (``val_fraction`` is 0: the held-out fold replaces the validation carve). Each cell still
+    reports the official test split, so a k-fold table is the mean over the k models of their
+    test metric, and ``val_*`` is the held-out-fold metric. Reports group folds like seeds.
     """
 
     name: str
@@ -172,6 +184,7 @@ class StudySpec:
     val_fraction: float = 0.1
     split_seed: int = 0
     threads: int = 1
+    folds: int | None = None
     dataset_kwargs: dict[str, Any] = field(default_factory=dict)
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     act_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -206,8 +219,8 @@ class StudySpec:
         return dataclasses.replace(self, train=train, keyed=keyed)
 
     def cell_count(self) -> int:
-        """Number of cells (acts x norms x seeds x grid points), without building them."""
-        return (len(self.acts) * len(self.norms) * len(self.seeds)
+        """Number of cells (acts x norms x seeds x folds x grid points), without building them."""
+        return (len(self.acts) * len(self.norms) * len(self.seeds) * (self.folds or 1)
                 * math.prod(len(v) for v in self.grid.values()))
 
 
@@ -532,6 +545,13 @@ def parse_spec(
 
     merged.setdefault("name", default_name or "study")
     scalars = {k: p.check(k, merged[k], c) for k, c in SPEC_KEYS.items() if k in merged}
+    folds = scalars.get("folds")
+    if folds is not None:
+        if data.get("val_fraction"):
+            raise p.error("val_fraction", f"got {data['val_fraction']!r} with folds = {folds}; "
+                                          "the held-out fold is the validation split: remove "
+                                          "val_fraction or set it to 0")
+        scalars["val_fraction"] = 0.0
     acts = p.name_list("acts", merged["acts"])
     norms = p.name_list("norms", list(merged["norms"]))
     seeds = p.seeds(merged["seeds"])
@@ -561,11 +581,15 @@ def parse_spec(
             for i, v in enumerate(values):
                 _train_config(p, {**given, axis: v}, where=f"grid.{axis}[{i}]")
 
-    count = len(acts) * len(norms) * len(seeds) * math.prod(len(v) for v in grid.values())
+    if folds is not None and "val_fraction" in grid:
+        raise p.error("grid.val_fraction", f"cannot sweep val_fraction with folds = {folds} (the "
+                                           "held-out fold is the validation split)")
+    count = (len(acts) * len(norms) * len(seeds) * (folds or 1)
+             * math.prod(len(v) for v in grid.values()))
     if count > MAX_CELLS:
         raise p.error(None, f"{count} cells ({len(acts)} acts x {len(norms)} norms x "
-                            f"{len(seeds)} seeds" + "".join(f" x {len(v)} {k}" for k, v in
-                                                            grid.items())
+                            f"{len(seeds)} seeds" + (f" x {folds} folds" if folds else "")
+                      + "".join(f" x {len(v)} {k}" for k, v in grid.items())
                       + f"); at most {MAX_CELLS} per spec")
 
     if check_names:
@@ -576,7 +600,8 @@ def parse_spec(
         name=scalars["name"], dataset=scalars["dataset"], model=scalars["model"], acts=acts,
         norms=norms, seeds=seeds, train=train, keyed=keyed,
         val_fraction=scalars["val_fraction"], split_seed=scalars["split_seed"],
-        threads=scalars["threads"], dataset_kwargs=dataset_kwargs, model_kwargs=model_kwargs,
+        threads=scalars["threads"], folds=folds, dataset_kwargs=dataset_kwargs,
+        model_kwargs=model_kwargs,
         act_kwargs=act_kwargs, norm_kwargs=norm_kwargs, grid=grid, resources=resources,
         imports=imports, data_dir=scalars.get("data_dir"),
         description=scalars.get("description", ""), source=source,
@@ -685,6 +710,9 @@ def _parse_grid(
             if axis in data:
                 raise p.error(key, f"{axis!r} is also set at the top level; set it in one place "
                                    "only")
+        elif axis in ("fold", "folds"):
+            raise p.error(key, "folds are not a [grid] axis: set folds = k at the top level "
+                               "(every seed then runs the k folds)")
         elif axis in ("acts", "norms", "seeds", "act", "norm", "seed"):
             raise p.error(key, f"{axis!r} is already an axis: list the values in "
                                f"{axis.rstrip('s')}s = [...] at the top level")
@@ -749,8 +777,9 @@ def _probe_dataset(spec: StudySpec, dataset: str, kwargs: dict[str, Any]) -> Non
     small = {k: _PROBE_SIZE for k in ("max_train", "max_val", "max_test")
              if k in options and k not in kwargs}
     try:
+        folds = {"folds": spec.folds, "fold": 0} if spec.folds else {}
         load_dataset(dataset, data_dir=spec.data_dir, val_fraction=spec.val_fraction,
-                     seed=spec.split_seed, **kwargs, **small)
+                     seed=spec.split_seed, **kwargs, **small, **folds)
     except Exception as exc:  # a user's dataset may raise anything: report it in one line
         text = str(exc).split("; pass data_dir=")[0]
         if isinstance(exc, (DatasetError, OSError)):
@@ -775,6 +804,10 @@ _SPEC_KEY_DOCS = {
     "val_fraction": ("0.1", None),
     "split_seed": ("0", None),
     "threads": ("1", None),
+    "folds": ("none", f"k-fold cross-validation, an integer in [2, {MAX_FOLDS}]: each seed runs "
+                      "k cells, cell `fold = i` trains on the other k-1 folds of the training "
+                      "data (split by `split_seed`), validates on fold i and reports the test "
+                      "split; `val_fraction` must be 0"),
     "imports": ("[]", "plug-ins: module names or `.py` paths (relative to the spec file)"),
     "data_dir": ("$ACTLAB_DATA", "folder of file-based datasets (`--data-dir` overrides it)"),
     "dataset_kwargs": ("{}", "options of the dataset (`max_train`, `label_type`, ...)"),
