@@ -5,8 +5,9 @@ A lease is a row of ``leases(cell_key, owner, claimed_at, heartbeat, expires)``;
 processes can never both win), *renews* it while training (a :class:`Heartbeat` thread every
 ``lease_s / 3`` seconds) and *releases* it when the cell ends. A process that dies without
 releasing (kill -9, power loss) stops renewing; once ``expires`` has passed any other process may
-claim the cell and resumes it from its checkpoint. Times are ``time.time()`` seconds, so hosts
-sharing one store need roughly synchronised clocks (well under ``lease_s``).
+claim the cell and resumes it from its checkpoint. A dead owner on the same host (its pid no
+longer runs) is noticed at once, without waiting for the expiry. Times are ``time.time()``
+seconds, so hosts sharing one store need roughly synchronised clocks (well under ``lease_s``).
 
 The SQL functions here take a connection that is already inside a write transaction; use them
 through :class:`actlab.store.ResultStore` (``claim``, ``renew``, ``release``, ``leases``).
@@ -66,6 +67,28 @@ class Lease:
         return self.expires > (time.time() if now is None else now)
 
 
+def owner_is_dead(owner: str) -> bool:
+    """True when ``owner`` (``host:pid:...``) names a process on this host that no longer runs
+    (or is a zombie); False when it runs, or is on another host (only its lease can tell)."""
+    parts = owner.rsplit(":", 2)
+    if len(parts) != 3 or parts[0] != socket.gethostname() or not parts[1].isdigit():
+        return False
+    pid = int(parts[1])
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    try:  # Linux: a dead child not yet reaped by its parent is a zombie
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            return f.read().rpartition(")")[2].split()[0] in ("Z", "X")
+    except (OSError, IndexError):
+        return False
+
+
 def holder(con: sqlite3.Connection, cell_key: str) -> str | None:
     row = con.execute("SELECT owner FROM leases WHERE cell_key = ?", (cell_key,)).fetchone()
     return None if row is None else str(row[0])
@@ -79,7 +102,8 @@ def claim(con: sqlite3.Connection, cell_key: str, owner: str, *, lease_s: float)
     now = time.time()
     lease = con.execute("SELECT owner, expires FROM leases WHERE cell_key = ?",
                         (cell_key,)).fetchone()
-    if lease is not None and lease[0] != owner and float(lease[1]) > now:
+    if (lease is not None and lease[0] != owner and float(lease[1]) > now
+            and not owner_is_dead(str(lease[0]))):
         return "busy"
     con.execute(
         "INSERT INTO leases (cell_key, owner, claimed_at, heartbeat, expires) "

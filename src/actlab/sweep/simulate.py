@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from actlab.train.checkpoint import CorruptCheckpoint
+
 __all__ = ["SimulatedResult", "simulate_cell"]
 
 
@@ -74,7 +76,10 @@ def simulate_cell(
     history: list[dict[str, Any]] = []
     ckpt = Path(checkpoint_path) if checkpoint_path else None
     if ckpt is not None and ckpt.exists():
-        history = json.loads(ckpt.read_text())["history"]
+        try:
+            history = list(json.loads(ckpt.read_text())["history"])
+        except (ValueError, KeyError, TypeError) as exc:  # UnicodeDecodeError is a ValueError
+            raise CorruptCheckpoint(ckpt, f"{type(exc).__name__}: {exc}") from None
     for epoch in range(len(history) + 1, epochs + 1):
         if delay:
             time.sleep(delay)
