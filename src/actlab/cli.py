@@ -272,9 +272,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (SpecError, StoreError, EngineError, _Fail) as exc:
         print(f"actlab {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # SweepInterrupted carries 128 + the signal number
         print("\ninterrupted; re-run the same command to resume", file=sys.stderr)
-        return 130
+        return int(getattr(exc, "exit_code", 130))
     raise AssertionError(args.command)  # pragma: no cover
 
 

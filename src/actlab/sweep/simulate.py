@@ -7,6 +7,8 @@ from an existing checkpoint, and a result with ``history``, ``metrics``, ``wall_
 (no training happens), so a dry run checks a spec, the grid, the store and resuming in seconds.
 
 ``ACTLAB_SIMULATE_EPOCH_SECONDS`` (default 0) makes each simulated epoch sleep that long.
+``ACTLAB_SIMULATE_LOG=<file>`` appends one line ``<pid> <cell key> <epoch>`` per simulated epoch
+(tests use it to check that concurrent runs never train an epoch twice).
 """
 
 from __future__ import annotations
@@ -62,6 +64,14 @@ def _write_atomic(path: Path, payload: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def _log_epoch(ckpt: Path | None, epoch: int) -> None:
+    log = os.environ.get("ACTLAB_SIMULATE_LOG")
+    if log:
+        key = ckpt.stem if ckpt is not None else "-"
+        with open(log, "a", encoding="ascii") as f:  # one short append: atomic on POSIX
+            f.write(f"{os.getpid()} {key} {epoch}\n")
+
+
 def simulate_cell(
     config: dict[str, Any],
     *,
@@ -84,6 +94,7 @@ def simulate_cell(
         if delay:
             time.sleep(delay)
         record = _record(config, epoch, epochs)
+        _log_epoch(ckpt, epoch)
         history.append(record)
         if ckpt is not None:
             ckpt.parent.mkdir(parents=True, exist_ok=True)
