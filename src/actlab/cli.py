@@ -2,7 +2,7 @@
 
     actlab run [SPEC] [--db PATH] [--out DIR] [--workers N] [--epochs N] [--seeds S ...] [--quick]
     actlab list [models|layers|acts|norms|datasets|specs]
-    actlab report ... | actlab plot ... | actlab bench ...
+    actlab report ... | actlab plot ... | actlab bench ... | actlab status | actlab export
 
 ``actlab run`` without SPEC runs the default study (a small CNN on the digits data comparing ten
 activations over three seeds) and prints a mean ± std table of test accuracy. Re-running the same
@@ -32,6 +32,8 @@ _DELEGATED: dict[str, tuple[str, list[tuple[str, str]]]] = {
                                      ("add_arguments", "run")]),
     "plot": ("actlab.report.cli", [("add_plot_arguments", "run_plot")]),
     "bench": ("actlab.bench.cli", [("add_arguments", "run")]),
+    "status": ("actlab.sweep.status", [("add_status_arguments", "run_status")]),
+    "export": ("actlab.store.cli", [("add_export_arguments", "run_export")]),
 }
 
 
