@@ -154,6 +154,9 @@ class ResultStore:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _error(self, exc: sqlite3.Error) -> StoreError:
+        if "locked" in str(exc) or "busy" in str(exc):
+            return StoreError(f"results store {str(self.path)!r} stayed locked by another "
+                              f"process for over {self.timeout:g} s ({exc})")
         return StoreError(f"results store {str(self.path)!r} is damaged or unusable: {exc}")
 
     @contextmanager
