@@ -301,10 +301,9 @@ def _init_worker(queue: Any, threads: int, stop: Any = None, parent_pid: int | N
 
     if parent_pid is not None:
         die_with_parent(parent_pid)
-    # Ctrl-C reaches the whole process group: the parent decides, workers finish their epoch
+    # Ctrl-C reaches the whole process group: the parent decides, workers finish their epoch.
+    # SIGTERM keeps its default (the pool itself terminates workers with it).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if stop is not None:
-        signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     torch.set_num_threads(threads)
     _WORKER["report"] = QueueReporter(queue)
     _WORKER["stores"] = {}
