@@ -340,6 +340,7 @@ class _Schedule:
         self.queue: collections.deque[Cell] = collections.deque(cells)
         self.deferred: list[tuple[float, Cell]] = []
         self.poll_s, self.wait = poll_s, wait
+        self.told = False  # the user was told that cells are waited for
 
     def defer(self, cell: Cell, outcome: SweepOutcome) -> None:
         if self.wait:
@@ -428,6 +429,10 @@ def _count(outcome: SweepOutcome, cell: Cell, status: str, error: str | None,
         outcome.skipped += 1
         board("end", cell.key, {"status": "done"})
     elif status == "busy":
+        if schedule.wait and not schedule.told:
+            board.write(f"{cell.label} and maybe others are being trained by another process; "
+                        "waiting for them (a dead owner's cells are taken over)")
+            schedule.told = True
         schedule.defer(cell, outcome)
     elif status == "interrupted":
         outcome.interrupted.append(cell.key)
@@ -469,11 +474,20 @@ def _run_pool(
 
     pool = new_pool()
     broken = False
+    fruitless = 0  # pools in a row that broke before any cell came back
     running: dict[Future[tuple[str, str | None]], Cell] = {}
     try:
         while running or (schedule and not stop.is_set()):
             if broken and not running:
                 pool.shutdown(wait=True)
+                fruitless += 1
+                if fruitless >= 2:  # workers cannot even start: give up on the rest
+                    outcome.lost.extend(c.key for c in schedule.queue)
+                    outcome.lost.extend(c.key for _, c in schedule.deferred)
+                    schedule.queue.clear()
+                    schedule.deferred.clear()
+                    board.write("worker processes keep dying; stopping (see the errors above)")
+                    break
                 pool, broken = new_pool(), False
             schedule.promote()
             while (schedule.queue and len(running) < size and not stop.is_set()
@@ -500,6 +514,7 @@ def _run_pool(
                     outcome.lost.append(cell.key)
                     board.end_bar(cell.key)
                     continue
+                fruitless = 0
                 _count(outcome, cell, status, error, schedule, board)
         time.sleep(0.05)
         _drain(queue, board)
