@@ -3,9 +3,9 @@
 Cells report *events* ``(kind, cell_key, info)``: ``("start", key, {"label", "epochs",
 "initial"})``, ``("epoch", key, {"epoch", "metric"})`` and ``("end", key, {"status"})``
 (status 'done' or 'failed' counts the cell as finished; 'interrupted' or 'busy' only closes
-its bar). In the
-main process they go straight to :class:`ProgressBoard`; worker processes put them on a
-``multiprocessing`` queue that the parent drains into the board (:class:`QueueReporter`).
+its bar). In the main process they go straight to :class:`ProgressBoard`; worker processes put
+them on a ``multiprocessing`` queue that the parent drains into the board
+(:class:`QueueReporter`).
 """
 
 from __future__ import annotations
