@@ -1,26 +1,15 @@
-"""Helpers that fabricate a results store (plain sqlite3, the sweep schema) for report tests."""
+"""Helpers that fabricate a results store for report tests, written through actlab.store (the
+one store module the sweep writes with), so the fixtures always have the real schema."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import math
-import sqlite3
 from pathlib import Path
 from typing import Any
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-  cell_key TEXT PRIMARY KEY,
-  study TEXT NOT NULL, dataset TEXT NOT NULL, model TEXT NOT NULL, act TEXT NOT NULL,
-  norm TEXT NOT NULL, seed INTEGER NOT NULL,
-  config TEXT NOT NULL,
-  status TEXT NOT NULL,
-  history TEXT,
-  metrics TEXT,
-  wall_time REAL, peak_mem_mb REAL, versions TEXT, error TEXT,
-  created_at TEXT NOT NULL, updated_at TEXT NOT NULL)
-"""
+from actlab.store import ResultStore
 
 # A clearly better layer (sau), one indistinguishable from the baseline (ash), over 5 seeds.
 BASE = {("digits", "tiny_cnn"): 0.90, ("digits", "mlp"): 0.85, ("mnist1d", "cnn1d"): 0.70}
@@ -79,7 +68,7 @@ def final_metrics(history: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def add_run(
-    con: sqlite3.Connection,
+    con: FixtureStore,
     *,
     study: str,
     dataset: str,
@@ -103,22 +92,29 @@ def add_run(
     key = hashlib.sha1(canon.encode()).hexdigest()
     if metrics is None and history is not None:
         metrics = final_metrics(history)
-    con.execute(
-        "INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-        (key, study, dataset, model, act, norm, seed, canon, status,
-         None if history is None else json.dumps(history),
-         None if metrics is None else json.dumps(metrics),
-         12.5 + seed, 100.0, json.dumps({"torch": "2.13"}), None,
-         "2025-01-01T00:00:00", "2025-01-01T00:00:00"),
-    )
+    con.upsert({
+        "cell_key": key, "study": study, "dataset": dataset, "model": model, "act": act,
+        "norm": norm, "seed": seed, "config": cfg, "status": status, "history": history,
+        "metrics": metrics, "wall_time": 12.5 + seed, "peak_mem_mb": 100.0,
+        "versions": {"torch": "2.13"}, "created_at": "2025-01-01T00:00:00",
+        "updated_at": "2025-01-01T00:00:00",
+    })
     return key
 
 
-def connect(path: Path) -> sqlite3.Connection:
-    con = sqlite3.connect(path)
-    con.execute("PRAGMA journal_mode=WAL")
-    con.execute(SCHEMA)
-    return con
+class FixtureStore(ResultStore):
+    """A :class:`ResultStore` with ``commit()`` (a no-op: every write is its own transaction)
+    and ``execute()`` for raw checks, so fixtures read like plain sqlite3 code."""
+
+    def commit(self) -> None:
+        return None
+
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
+        return self._con.execute(sql, params)
+
+
+def connect(path: Path) -> FixtureStore:
+    return FixtureStore(path)
 
 
 def make_layer_store(path: Path, study: str = "acts", cells: int | None = None) -> Path:

@@ -182,3 +182,25 @@ def test_ray_driver_logic_with_a_fake_ray(tmp_path, monkeypatch):
         rows = store.list()
     assert len(rows) == 4 and all(r.status == "done" for r in rows)
     assert all([h["epoch"] for h in r.history] == [1, 2, 3] for r in rows)
+
+
+def test_ray_driver_claims_leases_and_waits_for_a_foreign_one(tmp_path, monkeypatch):
+    import time
+
+    import torch
+
+    from actlab.sweep.ray_engine import run_cells_ray
+
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
+    submitted = _fake_ray(monkeypatch)
+    cells = expand(parse_spec(SPEC, source="ray.toml"))
+    db, out = tmp_path / "r.sqlite", tmp_path / "o"
+    with ResultStore(db) as store:
+        store.claim(cells[0].key, "otherhost:9:abcd", lease_s=1.0)
+    t0 = time.monotonic()
+    outcome = run_cells_ray(cells, db_path=db, out_dir=out, executor="actlab.sweep.simulate:"
+                            "simulate_cell", progress=False, lease_s=2.0)
+    assert outcome.ok and outcome.done == 4 and len(submitted) == 4
+    assert time.monotonic() - t0 >= 0.9  # the foreign lease was waited for until it expired
+    with ResultStore(db) as store:
+        assert store.leases() == {} and all(r.status == "done" for r in store.list())

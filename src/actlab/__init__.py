@@ -19,6 +19,7 @@ from actlab.registry import (
     register_act,
     register_norm,
 )
+from actlab.store.frame import load_runs  # pandas DataFrame of a results store
 
 __version__ = "0.1.0"
 
@@ -30,6 +31,7 @@ __all__ = [
     "act_factory",
     "get_act",
     "get_norm",
+    "load_runs",
     "norm_factory",
     "register_act",
     "register_norm",

@@ -4,7 +4,8 @@
                [--epochs N] [--seeds S ...] [--acts A ...] [--norms N ...] [--quick] [--check]
     actlab list [models|layers|acts|norms|datasets|specs]
     actlab --version
-    actlab report ... | actlab plot ... | actlab bench ...
+    actlab report ... | actlab plot ... | actlab bench ... | actlab status | actlab export
+    actlab data download NAME | actlab data sources
 
 SPEC is a TOML file or the name of a spec shipped with the package (``actlab list specs``:
 ``default``, ``paper/sau_table1``, ``offline/digits``, ...). ``--set KEY=VALUE`` changes any
@@ -40,6 +41,8 @@ _DELEGATED: dict[str, tuple[str, list[tuple[str, str]]]] = {
     "plot": ("actlab.report.cli", [("add_plot_arguments", "run_plot")]),
     "bench": ("actlab.bench.cli", [("add_arguments", "run")]),
     "data": ("actlab.data.cli", [("add_arguments", "run")]),
+    "status": ("actlab.sweep.status", [("add_status_arguments", "run_status")]),
+    "export": ("actlab.store.cli", [("add_export_arguments", "run_export")]),
 }
 
 
@@ -327,9 +330,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (SpecError, StoreError, EngineError, PluginError, _Fail) as exc:
         print(f"actlab {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # SweepInterrupted carries 128 + the signal number
         print("\ninterrupted; re-run the same command to resume", file=sys.stderr)
-        return 130
+        return int(getattr(exc, "exit_code", 130))
     raise AssertionError(args.command)  # pragma: no cover
 
 

@@ -1,9 +1,11 @@
 """Progress display of a sweep: one overall bar (cells) and one bar per running cell (epochs).
 
 Cells report *events* ``(kind, cell_key, info)``: ``("start", key, {"label", "epochs",
-"initial"})``, ``("epoch", key, {"epoch", "metric"})`` and ``("end", key, {"status"})``. In the
-main process they go straight to :class:`ProgressBoard`; worker processes put them on a
-``multiprocessing`` queue that the parent drains into the board (:class:`QueueReporter`).
+"initial"})``, ``("epoch", key, {"epoch", "metric"})`` and ``("end", key, {"status"})``
+(status 'done' or 'failed' counts the cell as finished; 'interrupted' or 'busy' only closes
+its bar). In the main process they go straight to :class:`ProgressBoard`; worker processes put
+them on a ``multiprocessing`` queue that the parent drains into the board
+(:class:`QueueReporter`).
 """
 
 from __future__ import annotations
@@ -91,6 +93,8 @@ class ProgressBoard:
                 bar.refresh()
         elif kind == "end":
             self.end_bar(key)
+            if info.get("status") in ("interrupted", "busy"):  # not finished: no count
+                return
             if info.get("status") == "failed":
                 self.failed += 1
                 self.overall.set_postfix_str(f"failed={self.failed}", refresh=False)

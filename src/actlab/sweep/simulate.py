@@ -7,6 +7,8 @@ from an existing checkpoint, and a result with ``history``, ``metrics``, ``wall_
 (no training happens), so a dry run checks a spec, the grid, the store and resuming in seconds.
 
 ``ACTLAB_SIMULATE_EPOCH_SECONDS`` (default 0) makes each simulated epoch sleep that long.
+``ACTLAB_SIMULATE_LOG=<file>`` appends one line ``<pid> <cell key> <epoch>`` per simulated epoch
+(tests use it to check that concurrent runs never train an epoch twice).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from actlab.train.checkpoint import CorruptCheckpoint
 
 __all__ = ["SimulatedResult", "simulate_cell"]
 
@@ -60,6 +64,14 @@ def _write_atomic(path: Path, payload: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def _log_epoch(ckpt: Path | None, epoch: int) -> None:
+    log = os.environ.get("ACTLAB_SIMULATE_LOG")
+    if log:
+        key = ckpt.stem if ckpt is not None else "-"
+        with open(log, "a", encoding="ascii") as f:  # one short append: atomic on POSIX
+            f.write(f"{os.getpid()} {key} {epoch}\n")
+
+
 def simulate_cell(
     config: dict[str, Any],
     *,
@@ -74,11 +86,15 @@ def simulate_cell(
     history: list[dict[str, Any]] = []
     ckpt = Path(checkpoint_path) if checkpoint_path else None
     if ckpt is not None and ckpt.exists():
-        history = json.loads(ckpt.read_text())["history"]
+        try:
+            history = list(json.loads(ckpt.read_text())["history"])
+        except (ValueError, KeyError, TypeError) as exc:  # UnicodeDecodeError is a ValueError
+            raise CorruptCheckpoint(ckpt, f"{type(exc).__name__}: {exc}") from None
     for epoch in range(len(history) + 1, epochs + 1):
         if delay:
             time.sleep(delay)
         record = _record(config, epoch, epochs)
+        _log_epoch(ckpt, epoch)
         history.append(record)
         if ckpt is not None:
             ckpt.parent.mkdir(parents=True, exist_ok=True)
