@@ -32,7 +32,7 @@ from actlab.train.distributed import DistInfo, init_distributed, shard_bounds
 from actlab.train.distributed import all_reduce_sum as _all_reduce_sum
 from actlab.train.evaluate import collect_layer_stats, evaluate, tracking_activity
 from actlab.train.loggers import EpochLogger
-from actlab.train.loss import cross_entropy_parts, loss_normaliser
+from actlab.train.loss import IGNORE_INDEX, criterion_normaliser, criterion_parts
 from actlab.train.metrics import enet_class_weights
 from actlab.train.optim import build_optimizer, build_scheduler
 from actlab.train.progress import EpochProgress, ProgressArg
@@ -111,6 +111,16 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _top_label(y: Tensor) -> int:
+    """Largest label of ``y`` other than :data:`IGNORE_INDEX` (-1 when there is none)."""
+    top = -1
+    for part in y.split(256):  # bounded temporaries for large label maps
+        counted = part[part != IGNORE_INDEX]
+        if counted.numel():
+            top = max(top, int(counted.max()))
+    return top
+
+
 def _check_targets(name: str, y: Tensor, task: str, num_classes: int) -> None:
     if y.dtype.is_floating_point or y.dtype == torch.bool:
         raise TypeError(f"{name} targets must be an integer tensor, got {y.dtype}")
@@ -118,10 +128,11 @@ def _check_targets(name: str, y: Tensor, task: str, num_classes: int) -> None:
         raise ValueError(f"{name} targets of a classification task must be (N,), got {y.shape}")
     if task == "segmentation" and y.dim() < 2:
         raise ValueError(f"{name} targets of a segmentation task must be (N, *spatial)")
-    if y.numel() and int(y.max()) >= num_classes:
+    top = _top_label(y)
+    if top >= num_classes:
         raise ValueError(
-            f"{name} targets hold class {int(y.max())} but num_classes={num_classes} "
-            "(labels must be in [0, num_classes); negative labels are ignored)"
+            f"{name} targets hold class {top} but num_classes={num_classes} (labels must be "
+            f"in [0, num_classes); negative labels and {IGNORE_INDEX} are ignored)"
         )
 
 
@@ -203,6 +214,8 @@ def train_model(
     task, num_classes = splits.task, int(splits.num_classes)
     if task not in ("classification", "segmentation"):
         raise ValueError(f"splits.task must be 'classification' or 'segmentation', got {task!r}")
+    if cfg.loss != "ce" and task != "segmentation":
+        raise ValueError(f"loss={cfg.loss!r} needs a segmentation task, got {task!r}")
 
     device = resolve_device(cfg.device)
     world = init_distributed(device.type) if distributed else DistInfo()
@@ -327,12 +340,13 @@ def _train(
                 if augment is not None:
                     x, y = augment(x, y, generator=generator)
                 # normalise by the GLOBAL batch so that DDP's gradient mean is exact
-                norm = loss_normaliser(y, num_classes, weight)
+                norm = criterion_normaliser(cfg.loss, y, num_classes, weight)
                 lo, hi = shard_bounds(len(y), world.rank, world.world_size)
                 x, y = x[lo:hi], y[lo:hi]
                 with autocast():
                     out = net(x)
-                loss_sum, local_norm = cross_entropy_parts(out, y, weight, cfg.label_smoothing)
+                loss_sum, local_norm = criterion_parts(cfg.loss, out, y, weight,
+                                                       cfg.label_smoothing)
                 loss = loss_sum * world.world_size / norm
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
@@ -356,6 +370,7 @@ def _train(
                 evaluate, model, task=task, num_classes=num_classes,
                 batch_size=cfg.eval_batch_size, device=device, class_weight=weight,
                 autocast=autocast, rank=world.rank, world_size=world.world_size,
+                loss=cfg.loss,
             )
             with tracking_activity(model, cfg.log_layer_stats):
                 val = ev(*eval_tensors(splits.val))
