@@ -63,7 +63,7 @@ def _per_image(
     pc, tc = contour_map(p, kernel), contour_map(onehot, kernel)
     inter = (inner * pc * tc).sum((2, 3))
     union = (inner * (pc + tc - pc * tc)).sum((2, 3))
-    iou = (inter + smooth) / (union + 2 * smooth)
+    iou = (inter + smooth) / (union + smooth)
     return 1.0 - iou.mean(1)
 
 
