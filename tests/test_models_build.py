@@ -63,6 +63,7 @@ CASES: dict[str, tuple[dict, object, tuple]] = {
     "segnet": (
         {"width": 0.0625, "num_classes": 4, "in_channels": 1}, lambda: img(1, 32), (B, 4, 32, 32)
     ),
+    "classnet": ({"width": 0.0625, "num_classes": 3}, lambda: img(3, 12, 10), (B, 3, 12, 10)),
     "transformer_seq2seq": (
         {"src_vocab": 11, "tgt_vocab": 13, "d_model": 16, "nhead": 2, "dim_feedforward": 32},
         lambda: (torch.randint(0, 11, (B, 7)), torch.randint(0, 13, (B, 5))),
