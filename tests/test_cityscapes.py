@@ -87,6 +87,8 @@ def test_cityscapes_subfolder_and_stream(tmp_path):
      "unpaired label file"),
     (lambda r: next((r / "leftImg8bit" / "train" / "bochum").glob("*.png")).write_bytes(b"x"),
      "cannot decode"),
+    (lambda r: __import__("PIL.Image").Image.new("RGB", (8, 8)).save(
+        next((r / "gtFine" / "val" / "frankfurt").glob("*_labelIds.png"))), "PIL mode 'RGB'"),
 ])
 def test_one_line_errors(tmp_path, break_it, needle):
     make_cityscapes(tmp_path, per_city=2, hw=(8, 8))
@@ -104,3 +106,14 @@ def test_missing_data_dir_and_bad_size(tmp_path):
     with pytest.raises(ValueError, match="size must be"):
         load_dataset("cityscapes", tmp_path, size=[8, 0])
     assert len(find_pairs(tmp_path, "test")) == 1
+
+
+def test_label_maps_index_like_an_array(tmp_path):
+    from actlab.data.cityscapes import load_cityscapes
+
+    make_cityscapes(tmp_path, per_city=2, hw=(8, 8))
+    train, _ = load_cityscapes(tmp_path, size=None)
+    maps = train.targets
+    assert len(train) == 4 and maps[1].shape == (8, 8) and maps[1:3].shape == (2, 8, 8)
+    np.testing.assert_array_equal(maps[np.array([3, 1])][1], maps[1])
+    assert np.asarray(maps).shape == (4, 8, 8)

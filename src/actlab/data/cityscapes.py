@@ -203,6 +203,8 @@ class _LabelMaps(_Decoder):
     def __getitem__(self, idx) -> np.ndarray:
         if isinstance(idx, slice):
             idx = np.arange(len(self))[idx]
+        if np.ndim(idx) == 0:
+            return self.decode(np.asarray([idx]))[0]
         return self.decode(np.asarray(idx))
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:  # decodes every map
