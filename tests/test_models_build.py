@@ -67,6 +67,7 @@ CASES: dict[str, tuple[dict, object, tuple]] = {
     ),
     "ssd300": ({"width": 0.0625, "num_classes": 5}, lambda: img(3, 300), (B, 8732, 9)),
     "ssd_lite": ({"width": 4, "num_classes": 3}, lambda: img(3, 64), (B, 336, 7)),
+    "classnet": ({"width": 0.0625, "num_classes": 3}, lambda: img(3, 12, 10), (B, 3, 12, 10)),
     "transformer_seq2seq": (
         {"src_vocab": 11, "tgt_vocab": 13, "d_model": 16, "nhead": 2, "dim_feedforward": 32},
         lambda: (torch.randint(0, 11, (B, 7)), torch.randint(0, 13, (B, 5))),

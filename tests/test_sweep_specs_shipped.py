@@ -19,6 +19,7 @@ from actlab.sweep.grid import expand
 from actlab.sweep.runner import run_cells
 from actlab.sweep.spec import SpecError, default_spec_path, load_spec, train_keys
 from actlab.sweep.store import ResultStore
+from cityscapes_fixture import make_cityscapes
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = sorted((ROOT / "specs").rglob("*.toml"))
@@ -237,9 +238,11 @@ FABRICATE = {
     "fashion_mnist": lambda root: _mnist_like(root / "FashionMNIST" / "raw"),
     "svhn": _svhn, "cifar10": _cifar10, "cifar100": _cifar100,
     "tiny_imagenet": _tiny_imagenet,
+    "cityscapes": lambda root: make_cityscapes(root, per_city=2, hw=(32, 64)),
 }
-#: generated datasets: generate them small
-SMALL = {"synthetic_shapes": {"num_samples": 20, "size": 64}, "mnist1d": {"num_samples": 200}}
+#: generated datasets: generate them small (and read Cityscapes at a small size)
+SMALL = {"synthetic_shapes": {"num_samples": 20, "size": 64}, "mnist1d": {"num_samples": 200},
+         "cityscapes": {"size": [32, 64]}}
 
 
 @pytest.fixture(scope="module")

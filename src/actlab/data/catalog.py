@@ -20,6 +20,7 @@ name                      source                  test split
 ``synthetic_shapes``      generated               carved 20 %, fixed seed
 ``synthetic_detection``   generated (boxes)       carved 20 %, fixed seed
 ``voc``                   VOCdevkit folders       official VOC2007 test
+``cityscapes``            PNG folder layout       official val (19 classes, 255 ignored)
 ========================  ======================  ==========================================
 
 For file-based datasets ``data_dir`` defaults to ``$ACTLAB_DATA`` or ``~/.cache/actlab/data``;
@@ -36,6 +37,7 @@ from typing import Any
 
 from actlab.data.base import DatasetSplits
 from actlab.data.cifar import load_cifar10, load_cifar100
+from actlab.data.cityscapes import CITYSCAPES_CLASSES, load_cityscapes
 from actlab.data.digits import DIGITS_SCALE, digits_arrays
 from actlab.data.files import default_data_dir
 from actlab.data.idx import load_idx_dataset
@@ -242,6 +244,32 @@ def synthetic_shapes(
     )
 
 
+def cityscapes(
+    data_dir: PathLike = None,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    *,
+    size: int | list[int] | None = (256, 512),
+    test_split: str = "val",
+    num_workers: int | None = None,
+    **common: Any,
+) -> DatasetSplits:
+    """Cityscapes fine annotations: (3, H, W) images resized to ``size = [H, W]`` (None: the
+    files' 1024x2048), per-pixel labels in the 19 evaluation classes, 255 = ignored; test =
+    the official val split (see :mod:`actlab.data.cityscapes`)."""
+    _check_common(common)
+    train, test = load_cityscapes(data_dir, size, test_split, num_workers)
+    return prepare_splits(
+        "cityscapes", "segmentation", train, test,
+        num_classes=len(CITYSCAPES_CLASSES), val_fraction=val_fraction, seed=seed,
+        scale=1 / 255, class_names=list(CITYSCAPES_CLASSES),
+        meta={"data_dir": str(default_data_dir(data_dir)),
+              "size": list(size) if isinstance(size, (list, tuple)) else size,
+              "test_split": test_split, "ignore_index": 255},
+        **common,
+    )
+
+
 _BUILDERS = {
     "digits": (digits, ()),
     "mnist1d": (mnist1d, ("mnist_1d",)),
@@ -254,6 +282,7 @@ _BUILDERS = {
     "synthetic_shapes": (synthetic_shapes, ("shapes",)),
     "synthetic_detection": (synthetic_detection, ("shapes_detection",)),
     "voc": (voc, ("pascal_voc", "voc_detection")),
+    "cityscapes": (cityscapes, ()),
 }
 _OWN = {fn for fn, _ in _BUILDERS.values()}
 for _name, (_fn, _aliases) in _BUILDERS.items():
@@ -265,6 +294,7 @@ for _name, (_fn, _aliases) in _BUILDERS.items():
 #: known without loading it; a plug-in dataset may add its own entry.
 DATASET_TASKS: dict[str, str] = {
     "synthetic_shapes": "segmentation",
+    "cityscapes": "segmentation",
     "synthetic_detection": "detection",
     "voc": "detection",
 }

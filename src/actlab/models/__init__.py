@@ -8,7 +8,7 @@ factory, ``None``/``"none"``), ``num_classes=``, ``in_channels=`` and ``init=`` 
     >>> from actlab.models import create_model, list_models
     >>> net = create_model("wrn28_10", act="sau", norm="agc", dropout=0.2)
     >>> list_models(task="segmentation")
-    ['segnet', 'unet']
+    ['classnet', 'segnet', 'unet']
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from actlab.models.resnet import (
     wrn,
     wrn28_10,
 )
-from actlab.models.segmentation import SegNet, UNet, segnet, unet
+from actlab.models.segmentation import ClassNet, SegNet, UNet, classnet, segnet, unet
 from actlab.models.shufflenet import (
     ShuffleNetV2,
     shufflenetv2,
@@ -74,7 +74,7 @@ __all__ = [
     "ShuffleNetV2", "shufflenetv2", "shufflenetv2_0_5", "shufflenetv2_1_0", "shufflenetv2_1_5",
     "shufflenetv2_2_0",
     "EfficientNet", "efficientnet_b0",
-    "UNet", "unet", "SegNet", "segnet",
+    "UNet", "unet", "SegNet", "segnet", "ClassNet", "classnet",
     "TransformerSeq2Seq", "TransformerLM", "transformer_seq2seq", "transformer_lm",
     "TinyCNN", "tiny_cnn", "MLP", "mlp", "CNN1d", "cnn1d",
     "SSD", "ssd300", "ssd_lite",
@@ -116,6 +116,7 @@ _ZOO: dict[str, tuple[Callable[..., nn.Module], str]] = {
     "cnn1d": (cnn1d, "classification_1d"),
     "unet": (unet, "segmentation"),
     "segnet": (segnet, "segmentation"),
+    "classnet": (classnet, "segmentation"),
     "transformer_seq2seq": (transformer_seq2seq, "seq2seq"),
     "transformer_lm": (transformer_lm, "lm"),
     "ssd300": (ssd300, "detection"),

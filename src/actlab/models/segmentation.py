@@ -1,4 +1,4 @@
-"""Encoder–decoder segmentation networks: U-Net and SegNet.
+"""Segmentation networks: U-Net, SegNet and ClassNet.
 
 * U-Net (Ronneberger, Fischer & Brox 2015): ``depth`` resolution levels, each a double
   ``conv3×3-norm-act`` unit; max-pool down, 2×2 transposed-conv up, skip concatenation, and a 1×1
@@ -10,7 +10,14 @@
   upsamples with ``MaxUnpool2d`` at those indices, then convolves. The last decoder convolution
   is the classifier (``num_classes`` channels, no norm/activation).
 
-Both take a ``width`` multiplier (``width=0.125`` gives 8…64 channels and trains on a CPU) and
+* ClassNet (Deep Control, B. Ruff 2017, arXiv:1706.03907, the second network of its Cityscapes
+  experiments). The paper's text was not available to us, so this is OUR definition of a plain
+  pixel classifier without a decoder: ``depth`` VGG-style stages of two
+  ``conv3×3-norm-act`` units (64, 128, 256, 512 channels × ``width``), a 2×2 max-pool between
+  stages, a 1×1 classifier convolution and bilinear upsampling of the logits to the input size
+  (an FCN-style head, Long et al. 2015).
+
+All take a ``width`` multiplier (``width=0.125`` gives 8…64 channels and trains on a CPU) and
 output logits of shape ``(B, num_classes, H, W)``. Used for the Deep Control segmentation
 experiments (AGC vs BN).
 """
@@ -38,7 +45,7 @@ from actlab.models.vgg import VGG16_STAGES
 from actlab.registry import ActSpec, NormSpec
 
 __all__ = ["DoubleConv", "UNet", "unet", "SegNetEncoderStage", "SegNetDecoderStage", "SegNet",
-           "segnet"]
+           "segnet", "ClassNet", "classnet"]
 
 
 def _pad_to_multiple(x: torch.Tensor, multiple: int, pad: bool) -> torch.Tensor:
@@ -64,9 +71,15 @@ def _check_min_size(x: torch.Tensor, size: int) -> torch.Tensor:
     return x
 
 
+def _resize_like(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Bilinear resize of ``y`` to the spatial size of ``x``."""
+    return F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
 # shape-dependent helpers stay opaque calls under torch.fx tracing (used by actlab.convert)
 torch.fx.wrap("_pad_to_multiple")
 torch.fx.wrap("_check_min_size")
+torch.fx.wrap("_resize_like")
 
 
 class DoubleConv(nn.Sequential):
@@ -267,3 +280,59 @@ def segnet(
 ) -> SegNet:
     """SegNet with a VGG-16 encoder; ``width=0.125`` for CPU-sized experiments."""
     return SegNet(num_classes, in_channels, act, norm, width, init)
+
+
+#: ClassNet's stage widths before the ``width`` multiplier
+CLASSNET_CHANNELS = (64, 128, 256, 512)
+
+
+class ClassNet(nn.Module):
+    """ClassNet, our reading of Deep Control's pixel classifier (see the module docstring):
+    ``depth`` stages of ``DoubleConv`` with max-pooling between them, a 1×1 classifier and
+    bilinear upsampling to the input size."""
+
+    def __init__(
+        self,
+        num_classes: int = 2,
+        in_channels: int = 3,
+        act: ActSpec = "relu",
+        norm: NormSpec = "bn",
+        width: float = 1.0,
+        depth: int = 4,
+        init: str | None = None,
+    ) -> None:
+        super().__init__()
+        check_int("num_classes", num_classes)
+        check_int("in_channels", in_channels)
+        check_int("depth", depth)
+        if depth > len(CLASSNET_CHANNELS):
+            raise ValueError(f"ClassNet depth must be in 1..{len(CLASSNET_CHANNELS)}, got {depth}")
+        act_f, norm_f = make_act(act), make_norm(norm)
+        chans = [scale_channels(c, width) for c in CLASSNET_CHANNELS[:depth]]
+        stages: list[nn.Module] = [DoubleConv(in_channels, chans[0], act_f, norm_f)]
+        for i in range(1, depth):
+            stages.append(_Down(chans[i - 1], chans[i], act_f, norm_f))
+        self.features = nn.Sequential(*stages)
+        self.classifier = nn.Conv2d(chans[-1], num_classes, 1)
+        self.depth = depth
+        init_weights(self, init)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _resize_like(self.classifier(self.features(x)), x)
+
+    def extra_repr(self) -> str:
+        return f"depth={self.depth}"
+
+
+def classnet(
+    num_classes: int = 2,
+    in_channels: int = 3,
+    act: ActSpec = "relu",
+    norm: NormSpec = "bn",
+    width: float = 1.0,
+    depth: int = 4,
+    init: str | None = None,
+) -> ClassNet:
+    """ClassNet (Deep Control; our definition, see :class:`ClassNet`); output
+    ``(B, num_classes, H, W)`` for any input of at least ``2**(depth-1)`` pixels a side."""
+    return ClassNet(num_classes, in_channels, act, norm, width, depth, init)

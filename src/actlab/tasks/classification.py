@@ -16,19 +16,33 @@ from torch import Tensor, nn
 
 from actlab.tasks.base import LossParts, Task, register_task
 from actlab.train.evaluate import evaluate as _evaluate
-from actlab.train.loss import cross_entropy_parts
-from actlab.train.loss import loss_normaliser as _ce_normaliser
+from actlab.train.loss import IGNORE_INDEX, LOSSES, criterion_normaliser, criterion_parts
 
 __all__ = ["ClassificationTask", "SegmentationTask"]
 
 
+def _top_label(y: Tensor) -> int:
+    """Largest label of ``y`` other than :data:`IGNORE_INDEX` (-1 when there is none)."""
+    top = -1
+    for part in y.split(256):  # bounded temporaries for large label maps
+        counted = part[part != IGNORE_INDEX]
+        if counted.numel():
+            top = max(top, int(counted.max()))
+    return top
+
+
 class _CrossEntropyTask(Task):
-    """Shared code: weighted, optionally label-smoothed cross-entropy on integer targets."""
+    """Shared code: weighted, optionally label-smoothed cross-entropy on integer targets (or,
+    for segmentation, ``loss="contour_iou"``: :mod:`actlab.train.contour`)."""
 
     def __init__(
-        self, num_classes: int, class_weight: Tensor | None = None, label_smoothing: float = 0.0
+        self, num_classes: int, class_weight: Tensor | None = None, label_smoothing: float = 0.0,
+        loss: str = "ce",
     ) -> None:
         super().__init__(num_classes)
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+        self.loss = loss
         if not 0.0 <= float(label_smoothing) < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
         if class_weight is not None and tuple(class_weight.shape) != (num_classes,):
@@ -44,19 +58,20 @@ class _CrossEntropyTask(Task):
     def check_targets(self, split: str, targets: Tensor) -> None:
         if targets.dtype.is_floating_point or targets.dtype == torch.bool:
             raise TypeError(f"{split} targets must be an integer tensor, got {targets.dtype}")
-        if targets.numel() and int(targets.max()) >= self.num_classes:
+        top = _top_label(targets)
+        if top >= self.num_classes:
             raise ValueError(
-                f"{split} targets hold class {int(targets.max())} but "
-                f"num_classes={self.num_classes} (labels must be in [0, num_classes); "
-                "negative labels are ignored)"
+                f"{split} targets hold class {top} but num_classes={self.num_classes} (labels "
+                f"must be in [0, num_classes); negative labels and {IGNORE_INDEX} are ignored)"
             )
 
     def loss_normaliser(self, targets: Tensor) -> Tensor:
-        return _ce_normaliser(targets, self.num_classes, self._weight(targets.device))
+        return criterion_normaliser(self.loss, targets, self.num_classes,
+                                    self._weight(targets.device))
 
     def loss_parts(self, out: Tensor, targets: Tensor) -> LossParts:
-        total, norm = cross_entropy_parts(
-            out, targets, self._weight(out.device), self.label_smoothing
+        total, norm = criterion_parts(
+            self.loss, out, targets, self._weight(out.device), self.label_smoothing
         )
         with torch.no_grad():
             valid = (targets >= 0) & (targets < self.num_classes)
@@ -79,7 +94,7 @@ class _CrossEntropyTask(Task):
         return _evaluate(
             model, inputs, targets, task=self.name, num_classes=self.num_classes,
             batch_size=batch_size, device=device, class_weight=self.class_weight,
-            autocast=autocast, rank=rank, world_size=world_size,
+            autocast=autocast, rank=rank, world_size=world_size, loss=self.loss,
         )
 
     def build_augment(self, spec: str | None) -> Callable[..., Any] | None:

@@ -70,6 +70,9 @@ class TrainConfig:
         class_weights: ``"none"`` or ``"enet"`` (Paszke et al. 2016: ``w_c = 1/ln(1.02 + p_c)``
             with ``p_c`` the class frequency in the training labels, normalised to mean 1).
         label_smoothing: cross-entropy label smoothing in ``[0, 1)``.
+        loss: training criterion: ``"ce"`` (cross-entropy) or ``"contour_iou"`` (segmentation
+            only: soft IoU of the class contours, Deep Control; see ``actlab.train.contour``).
+            ``class_weights`` and ``label_smoothing`` apply to ``"ce"`` only.
         grad_clip: clip the global gradient 2-norm to this value (None: no clipping).
         seed: seed of every random number generator the loop uses.
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
@@ -103,6 +106,8 @@ class TrainConfig:
     amp_dtype: str = setting("float16", Choice("float16", "bfloat16"))
     class_weights: str = setting("none", Choice("none", "enet"))
     label_smoothing: float = setting(0.0, Float(0.0, 1.0, hi_open=True))
+    # ---- criterion (segmentation: Deep Control's contour-IoU loss) ---------------------------
+    loss: str = setting("ce", Choice("ce", "contour_iou"))
     grad_clip: float | None = setting(None, Optional(Float(0.0, lo_open=True)))
     seed: int = setting(0, Int())
     device: str = setting("auto", Device)

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from actlab.train.distributed import all_reduce_sum, shard_bounds
-from actlab.train.loss import cross_entropy_parts
+from actlab.train.loss import criterion_parts
 from actlab.train.metrics import confusion_matrix, segmentation_scores
 
 __all__ = ["evaluate", "collect_layer_stats", "tracking_activity"]
@@ -38,11 +38,13 @@ def evaluate(
     autocast: Any = None,
     rank: int = 0,
     world_size: int = 1,
+    loss: str = "ce",
 ) -> dict[str, float]:
     """Loss and accuracy metrics of ``model`` on ``(inputs, targets)`` (all NaN when empty).
 
     ``autocast`` is an optional zero-argument callable returning a context manager (e.g. a
-    ``functools.partial(torch.autocast, "cuda", dtype=torch.float16)``).
+    ``functools.partial(torch.autocast, "cuda", dtype=torch.float16)``). ``loss`` names the
+    criterion (``TrainConfig.loss``); targets outside ``[0, num_classes)`` (255) are skipped.
     """
     if task not in ("classification", "segmentation"):
         raise ValueError(f"task must be 'classification' or 'segmentation', got {task!r}")
@@ -61,7 +63,7 @@ def evaluate(
             y = targets[i:j].to(device, non_blocking=True)
             with ctx():
                 out = model(x)
-            loss_sum, norm = cross_entropy_parts(out, y, class_weight)
+            loss_sum, norm = criterion_parts(loss, out, y, class_weight)
             pred = out.argmax(1)
             valid = (y >= 0) & (y < num_classes)
             sums += torch.stack([

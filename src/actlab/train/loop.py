@@ -173,6 +173,8 @@ def train_model(
     task, num_classes = splits.task, int(splits.num_classes)
     from actlab.tasks import task_type
     task_type(task)
+    if cfg.loss != "ce" and task != "segmentation":
+        raise ValueError(f"loss={cfg.loss!r} needs a segmentation task, got {task!r}")
 
     device = resolve_device(cfg.device)
     world = init_distributed(device.type) if distributed else DistInfo()
@@ -232,8 +234,9 @@ def _train(
     if cfg.class_weights == "enet":
         weight = enet_class_weights(targets_of(splits.train), num_classes).to(device)
     from actlab.tasks import build_task
+    criterion = {"loss": cfg.loss} if cfg.loss != "ce" else {}  # segmentation only (checked)
     tk = build_task(task, model, num_classes, class_weight=weight,
-                    label_smoothing=cfg.label_smoothing)
+                    label_smoothing=cfg.label_smoothing, **criterion)
     for name in ("train", "val", "test"):
         tk.check_targets(name, targets_of(getattr(splits, name)))
     augment = tk.build_augment(cfg.augment)

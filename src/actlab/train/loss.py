@@ -9,7 +9,11 @@ weights ``w`` (all ones when not given), element ``i`` contributes
 ``torch.nn.functional.cross_entropy(..., weight=w, label_smoothing=s, reduction="mean")``.
 Returning the numerator and the denominator separately lets a data-parallel step divide every
 shard's sum by the denominator of the GLOBAL batch, so that the averaged gradient equals the
-gradient of the single-process loss. Targets < 0 (e.g. -100) are ignored.
+gradient of the single-process loss. Targets outside ``[0, C)`` (e.g. -100, or
+:data:`IGNORE_INDEX` = 255 of Cityscapes) are ignored.
+
+The contour-IoU loss (``TrainConfig.loss = "contour_iou"``) is in :mod:`actlab.train.contour`;
+:func:`criterion_parts` / :func:`criterion_normaliser` pick the criterion by name.
 """
 
 from __future__ import annotations
@@ -18,7 +22,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["cross_entropy_parts", "loss_normaliser"]
+__all__ = ["cross_entropy_parts", "loss_normaliser", "criterion_parts", "criterion_normaliser",
+           "IGNORE_INDEX", "LOSSES"]
+
+#: The label of pixels that no loss or metric counts (Cityscapes' convention).
+IGNORE_INDEX = 255
+
+#: Names of the training criteria (``TrainConfig.loss``).
+LOSSES = ("ce", "contour_iou")
 
 
 def _valid(target: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
@@ -58,3 +69,35 @@ def cross_entropy_parts(
     )
     total = (per * valid).sum()
     return total, loss_normaliser(target, num_classes, weight)
+
+
+def criterion_normaliser(
+    loss: str, target: Tensor, num_classes: int, weight: Tensor | None = None
+) -> Tensor:
+    """Denominator of criterion ``loss`` over a (global) batch: the (weighted) count of valid
+    targets for ``"ce"``, the number of samples for ``"contour_iou"`` (a per-image loss)."""
+    if loss == "ce":
+        return loss_normaliser(target, num_classes, weight)
+    if loss == "contour_iou":
+        return torch.tensor(float(len(target)), device=target.device)
+    raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+
+
+def criterion_parts(
+    loss: str,
+    logits: Tensor,
+    target: Tensor,
+    weight: Tensor | None = None,
+    label_smoothing: float = 0.0,
+) -> tuple[Tensor, Tensor]:
+    """``(sum, normaliser)`` of criterion ``loss`` (see :data:`LOSSES`) on one batch.
+
+    ``weight`` and ``label_smoothing`` apply to cross-entropy only.
+    """
+    if loss == "ce":
+        return cross_entropy_parts(logits, target, weight, label_smoothing)
+    if loss == "contour_iou":
+        from actlab.train.contour import contour_iou_parts
+
+        return contour_iou_parts(logits, target)
+    raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")

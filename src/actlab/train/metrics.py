@@ -6,6 +6,12 @@ class, columns: predicted class, pixels whose target is outside ``[0, C)`` ignor
 * pixel accuracy ``= trace(M) / sum(M)``, pixel error ``= 1 - pixel accuracy``;
 * ``IoU_c = M_cc / (sum_j M_cj + sum_i M_ic - M_cc)`` and mIoU is the mean of ``IoU_c`` over the
   classes present in the prediction or the target (non-empty union); absent classes are skipped.
+  Ignored pixels (target 255) count for neither, whatever their prediction. This is the
+  convention of ``torchmetrics`` (1.9, checked in the tests)
+  ``MulticlassJaccardIndex(average="macro", ignore_index=255)``; the other one, an absent class
+  scoring 0 (the mean of its ``average="none"`` output), is
+  ``nan_to_num(iou_per_class(cm)).mean()`` (see :func:`iou_per_class`). Pixel accuracy equals
+  ``MulticlassAccuracy(average="micro", ignore_index=255)``.
 
 Class weights of ENet (Paszke et al., "ENet: A Deep Neural Network Architecture for Real-Time
 Semantic Segmentation", 2016): ``w_c = 1 / ln(k + p_c)`` with ``k = 1.02`` and ``p_c`` the
@@ -22,6 +28,7 @@ from torch import Tensor
 __all__ = [
     "confusion_matrix",
     "segmentation_scores",
+    "iou_per_class",
     "enet_class_weights",
     "class_frequencies",
 ]
@@ -67,6 +74,17 @@ def segmentation_scores(cm: Tensor) -> dict[str, float]:
     acc = (tp.sum() / total).item()
     miou = (tp[present] / union[present]).mean().item()
     return {"pixel_acc": acc, "pixel_error": 1.0 - acc, "miou": miou}
+
+
+def iou_per_class(cm: Tensor) -> Tensor:
+    """``(C,)`` float64 ``IoU_c`` of a confusion matrix; NaN for a class absent from both the
+    prediction and the target (empty union)."""
+    if cm.dim() != 2 or cm.shape[0] != cm.shape[1]:
+        raise ValueError(f"confusion matrix must be square (C, C), got {tuple(cm.shape)}")
+    m = cm.detach().to("cpu", torch.float64)
+    tp = m.diagonal()
+    union = m.sum(0) + m.sum(1) - tp
+    return torch.where(union > 0, tp / union.clamp_min(1), torch.full_like(tp, math.nan))
 
 
 def class_frequencies(labels: Tensor, num_classes: int) -> Tensor:
