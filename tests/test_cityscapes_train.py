@@ -12,7 +12,6 @@ from actlab.cli import main
 from actlab.models import create_model, list_models, model_task
 from actlab.sweep.store import ResultStore
 from actlab.train import TrainConfig, train_model
-from actlab.train.loop import _check_targets
 from cityscapes_fixture import make_cityscapes
 
 
@@ -32,10 +31,12 @@ def test_classnet_is_registered_with_pluggable_layers():
 
 
 def test_targets_255_are_accepted_but_other_out_of_range_labels_are_not():
-    y = torch.tensor([[[0, 255], [18, 255]]])
-    _check_targets("train", y, "segmentation", 19)
+    from actlab.tasks import build_task
+
+    task = build_task("segmentation", create_model("classnet", num_classes=19, width=0.0625), 19)
+    task.check_targets("train", torch.tensor([[[0, 255], [18, 255]]]))
     with pytest.raises(ValueError, match="class 19"):
-        _check_targets("train", torch.tensor([[[19, 255]]]), "segmentation", 19)
+        task.check_targets("train", torch.tensor([[[19, 255]]]))
 
 
 def test_contour_iou_refused_for_classification():
