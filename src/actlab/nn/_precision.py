@@ -1,0 +1,45 @@
+"""Keep a module's numerically sensitive tensors in at least float32 when it is cast.
+
+``module.half()`` / ``.bfloat16()`` convert every floating parameter and buffer. For constants
+such as SAU's sharpness ``n`` (20000 by default, up to 1e8) that is harmful: float16 tops out at
+65504 (``n`` becomes inf, and ``inf·0`` NaN), and both half formats keep only 8–11 significant
+bits. The layers compute in float32 anyway, so these tensors can stay float32 for free.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import nn
+
+__all__ = ["apply_keeping_precision"]
+
+_REDUCED = (torch.float16, torch.bfloat16)
+
+
+def apply_keeping_precision(
+    module: nn.Module,
+    names: Iterable[str],
+    apply: Callable[[], nn.Module],
+) -> nn.Module:
+    """Run ``apply()`` (the module's ``nn.Module._apply``), then restore the tensors
+    ``names`` (direct parameters or buffers of ``module``) to float32 from their values before
+    the cast wherever it lowered them to float16 / bfloat16. Devices follow the cast; float64
+    casts are kept; a parameter stays the same ``nn.Parameter`` object (optimisers keep it).
+    """
+    before = {name: getattr(module, name) for name in names}
+    before = {k: v.detach() for k, v in before.items() if v is not None}
+    result = apply()
+    for name, old in before.items():
+        new = getattr(module, name)
+        if new.dtype not in _REDUCED or old.dtype in _REDUCED:
+            continue
+        fixed = old.to(device=new.device, dtype=torch.float32)
+        if isinstance(new, nn.Parameter):
+            new.data = fixed
+            if new.grad is not None:
+                new.grad = new.grad.to(torch.float32)
+        else:
+            module._buffers[name] = fixed
+    return result
