@@ -442,6 +442,9 @@ def _check_args(
     a, nn_ = _as_param(alpha, "alpha", x), _as_param(n, "n", x)
     if channel_dim is not None:
         a, nn_ = _per_channel(a, "alpha", x, channel_dim), _per_channel(nn_, "n", x, channel_dim)
+    else:  # a one-element tensor acts as a scalar (as F.prelu's single weight does)
+        a = a.reshape(()) if a.dim() > x.dim() and a.numel() == 1 else a
+        nn_ = nn_.reshape(()) if nn_.dim() > x.dim() and nn_.numel() == 1 else nn_
     if torch.jit.is_tracing():  # shapes are fixed by the example input; skip the Python check
         return a, nn_, paper
     try:
@@ -469,9 +472,10 @@ def sau(
 
     Args:
         x: input, any floating dtype (half precision is computed in float32 internally).
-        alpha: negative slope α, a float or a tensor broadcastable to ``x``.
+        alpha: negative slope α, a float or a tensor broadcastable to ``x`` (a one-element
+            tensor also acts as a scalar for a lower-dimensional ``x``).
         n: sharpness of the approximate identity (``n > 0``; not checked here, to stay
-            traceable), a float or a tensor broadcastable to ``x``. ``n → ∞`` gives LeakyReLU.
+            traceable), a float or a tensor like ``alpha``. ``n → ∞`` gives LeakyReLU.
         formula: ``"exact"`` (the convolution) or ``"paper"`` (the paper's Eq. 3 literally).
         zero_centred: multiply the Gaussian term by ``x`` so that ``G(0) = 0``.
         channel_dim: if given, ``alpha`` and ``n`` are 1-D with one value per entry of that

@@ -469,7 +469,17 @@ def quadrature_sum(
     out = weights[0] * fn(xr - shifts[0])
     for k in range(1, count):
         out = out + weights[k] * fn(xr - shifts[k])
-    return out.to(x.dtype)
+    return _finite_like(out, x)
+
+
+def _finite_like(out: Tensor, x: Tensor) -> Tensor:
+    """``out`` in ``x``'s dtype, clamped to its finite range: near ``|x| = max`` the rounded
+    partial sums of the quadrature may pass the largest float although the smoothed value
+    (about ``σ(x)``) does not. Dispatches ``__torch_function__`` objects."""
+    if has_torch_function_variadic(out, x):
+        return handle_torch_function(_finite_like, (out, x), out, x)
+    big = torch.finfo(x.dtype).max
+    return out.clamp(-big, big).to(x.dtype)
 
 
 def smooth_by_quadrature(

@@ -128,9 +128,8 @@ class SAU(nn.Module):
                 x, self.alpha, n, self.formula == "paper", self.zero_centred,
                 self.num_parameters > 1,
             )
-        if self.num_parameters == 1:
-            return sau(x, self.alpha.reshape(()), n.reshape(()), self.formula, self.zero_centred)
-        return sau(x, self.alpha, n, self.formula, self.zero_centred, channel_dim=1)
+        channel_dim = 1 if self.num_parameters > 1 else None
+        return sau(x, self.alpha, n, self.formula, self.zero_centred, channel_dim)
 
     def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
         # keep n in float32 when the module is cast to half precision (see the class docstring)
