@@ -166,3 +166,20 @@ def test_compiled_sau_gradcheck_float64() -> None:
     with backends.backend("compiled"):
         assert torch.autograd.gradcheck(fn, (x, a, nt))
         assert torch.autograd.gradgradcheck(fn, (x, a, nt))  # double backward: eager math
+
+
+@pytest.mark.slow
+def test_compiled_backend_leaves_torch_func_transforms_to_eager_math() -> None:
+    from torch.func import hessian, jacfwd, vmap
+
+    x, a, nt = (t.detach() for t in _sau_inputs(2.0, per_channel=False))
+    failures = len(backends.compile_failures())
+    with backends.backend("compiled"):
+        v = vmap(lambda t: sau(t, a, nt))(x)
+        j = jacfwd(lambda t: sau(t, a, nt, "paper"))(x[0])
+        h = hessian(lambda t: sau(t, a, nt, "paper", True).sum())(x[0, 0])
+    assert len(backends.compile_failures()) == failures  # nothing was handed to the compiler
+    torch.testing.assert_close(v, sau_reference(x, a, nt), rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(j, jacfwd(lambda t: sau_reference(t, a, nt, "paper"))(x[0]))
+    want = hessian(lambda t: sau_reference(t, a, nt, "paper", True).sum())(x[0, 0])
+    torch.testing.assert_close(h, want, rtol=1e-10, atol=1e-12)
