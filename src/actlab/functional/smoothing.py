@@ -344,11 +344,13 @@ def smooth_prelu(
             order=order, rule=rule,
         )
     _check_kernel(kernel)
-    per_channel = weight.numel() > 1
+    per_channel = weight.dim() > 0 and weight.shape[0] > 1  # sizes, not numel(): traceable
     if kernel == "gaussian":
         return sau(x, weight.reshape(-1) if per_channel else weight.reshape(()), n, "exact",
                    channel_dim=1 if per_channel else None)
-    if per_channel and (x.dim() < 2 or x.shape[1] != weight.numel()):
+    if per_channel and not torch.jit.is_tracing() and (
+        x.dim() < 2 or x.shape[1] != weight.numel()
+    ):
         raise ValueError(
             f"PReLU has {weight.numel()} parameters (one per channel) but the input has "
             f"shape {tuple(x.shape)}; expected (N, {weight.numel()}, ...)"
