@@ -307,6 +307,7 @@ def test_cast_smoothed_module_is_finite_for_extreme_inputs(cast: str) -> None:
 
 
 def test_sau_n_keeps_float32_through_casts_state_dict_and_optimiser() -> None:
+    assert SAU(dtype=torch.float16).n.dtype == torch.float32  # also when built in half
     module = SAU(n=1e8, num_parameters=2, learn_n=True)
     n_param = module.n
     module.half()
