@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import inspect
 import io
+import pickle
 from collections.abc import Callable
 
 import pytest
@@ -70,6 +71,8 @@ def test_fx_symbolic_trace_gives_same_output_and_grads(name: str, factory) -> No
     torch.testing.assert_close(out_fx, out, rtol=0, atol=0)
     for a, b in zip(grads_fx, grads, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+    # the GraphModule pickles (its code imports actlab.functional.sau.sau etc. by name)
+    torch.testing.assert_close(pickle.loads(pickle.dumps(gm))(x), out, rtol=0, atol=0)
 
 
 def test_fx_records_one_call_to_the_functional_sau_and_the_buffers() -> None:

@@ -5,7 +5,6 @@ identities", 2021. ``SAU(x) = (LeakyReLU_α * φ_n)(x)``; see :mod:`actlab.funct
 formulas (``"exact"`` convolution or the paper's Eq. 3, optionally zero-centred).
 """
 
-from __future__ import annotations
 
 import math
 

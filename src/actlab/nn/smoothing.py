@@ -11,7 +11,6 @@ Reference: Biswas et al., "SAU: Smooth activation function using convolution wit
 identities", 2021.
 """
 
-from __future__ import annotations
 
 import math
 from collections.abc import Callable
