@@ -519,6 +519,11 @@ def sau_composed(
     if per_channel:
         shape = [-1] + [1] * (x.dim() - 2)
         alpha, n = alpha.reshape(shape), n.reshape(shape)
+    else:  # one-element tensors act as scalars, as in sau()
+        if alpha.dim() > x.dim() and alpha.numel() == 1:
+            alpha = alpha.reshape(())
+        if n.dim() > x.dim() and n.numel() == 1:
+            n = n.reshape(())
     out = _sau_fwd_formula(x.to(cdt), alpha.to(cdt), n.to(cdt), paper, zero_centred, False)
     return out.to(x.dtype)
 
