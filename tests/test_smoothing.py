@@ -300,8 +300,10 @@ def test_prelu_slope_is_learned_through_sau() -> None:
     mb = smooth(torch.nn.PReLU(3, init=0.1), n=2.0, kernel="bump").double()
     want = smooth("leaky_relu", n=2.0, kernel="bump", negative_slope=0.1).double()(x)
     torch.testing.assert_close(mb(x), want)
-    with pytest.raises(ValueError, match="one per channel"):
+    with pytest.raises(ValueError, match="per channel"):
         m(torch.randn(4, 2, dtype=D))
+    with pytest.raises(ValueError, match="per channel"):
+        mb(torch.randn(4, 2, dtype=D))
 
 
 # ----------------------------------------------------------------------------------------------

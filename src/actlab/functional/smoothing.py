@@ -51,7 +51,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.overrides import (
+    handle_torch_function,
+    has_torch_function_variadic,
+)
 
+from actlab.functional._common import compute_dtype
 from actlab.functional.sau import sau
 
 __all__ = [
@@ -63,10 +68,12 @@ __all__ = [
     "bump_smoothed_relu",
     "bump_relu_rule",
     "smooth_piecewise_linear",
+    "smooth_prelu",
     "bump",
     "bump_mass",
     "quadrature_rule",
     "smooth_by_quadrature",
+    "quadrature_sum",
     "smooth_activation",
     "SMOOTH_FUNCTIONS",
     "resolve_activation",
@@ -198,10 +205,19 @@ def _gauss(z: Tensor) -> Tensor:
     return torch.exp(-0.5 * (zc * zc)) * _INV_SQRT_2PI
 
 
+def _normal_cdf(z: Tensor) -> Tensor:
+    """Φ(z), via ``erfc`` for accuracy in the left tail; via ``erf`` while exporting to ONNX,
+    whose operator set has Erf but no Erfc (relative accuracy is then lost only where
+    Φ(z) < 1e-16, i.e. where ``x·Φ(nx)`` is negligible next to the other terms)."""
+    if torch.onnx.is_in_onnx_export():
+        return 0.5 * (1.0 + torch.erf(z * _INV_SQRT2))
+    return 0.5 * torch.erfc(-z * _INV_SQRT2)
+
+
 def gaussian_smoothed_relu(x: Tensor, n: Tensor | float) -> Tensor:
-    """``(relu * φ_n)(x) = x·Φ(nx) + φ(nx)/n`` (Φ via ``erfc`` for accuracy in the left tail)."""
+    """``(relu * φ_n)(x) = x·Φ(nx) + φ(nx)/n``."""
     z = n * x
-    return x * (0.5 * torch.erfc(-z * _INV_SQRT2)) + _gauss(z) / n
+    return x * _normal_cdf(z) + _gauss(z) / n
 
 
 def bump(u: Tensor) -> Tensor:
@@ -258,10 +274,6 @@ def bump_relu_rule(
     )
 
 
-def _real_dtype(x: Tensor) -> torch.dtype:
-    return x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
-
-
 def bump_smoothed_relu(
     x: Tensor,
     n: Tensor | float,
@@ -277,7 +289,7 @@ def bump_smoothed_relu(
     of ``x``.
     """
     if rule is None:
-        rule = bump_relu_rule(order, _real_dtype(x), x.device)
+        rule = bump_relu_rule(order, compute_dtype(x), x.device)
     nodes, weights = rule
     s = (n * x).clamp(-1.0, 1.0)
     half = 0.5 * (s + 1)  # half-length of [-1, s]
@@ -296,9 +308,15 @@ def smooth_piecewise_linear(
     rule: tuple[Tensor, Tensor] | None = None,
 ) -> Tensor:
     """``(f * κ_n)(x)`` for a piecewise-linear ``f``: closed form (Gaussian) or split
-    Gauss–Legendre quadrature (bump), see the module docstring."""
+    Gauss–Legendre quadrature (bump), see the module docstring. Half precision is computed in
+    float32. Objects with ``__torch_function__`` (``torch.fx`` Proxies) are dispatched."""
+    if has_torch_function_variadic(x, n, *(rule or ())):
+        return handle_torch_function(
+            smooth_piecewise_linear, (x, n, *(rule or ())), x, pwl, n, kernel=kernel,
+            order=order, rule=rule,
+        )
     _check_kernel(kernel)
-    xr = x.to(_real_dtype(x))  # half precision is computed in float32
+    xr = x.to(compute_dtype(x))
     out = pwl.offset + pwl.slope * xr
     for t, c in zip(pwl.knots, pwl.jumps, strict=True):
         v = xr - t if t != 0.0 else xr
@@ -307,6 +325,40 @@ def smooth_piecewise_linear(
         else:
             r = bump_smoothed_relu(v, n, order or DEFAULT_ORDER["bump"], rule)
         out = out + c * r
+    return out.to(x.dtype)
+
+
+def smooth_prelu(
+    x: Tensor,
+    weight: Tensor,
+    n: Tensor | float,
+    kernel: str = "gaussian",
+    order: int | None = None,
+    rule: tuple[Tensor, Tensor] | None = None,
+) -> Tensor:
+    """``(PReLU_w * κ_n)(x)`` with ``weight`` as in ``F.prelu``: one slope, or one per channel
+    (dimension 1 of ``x``). Gaussian: :func:`~actlab.functional.sau.sau` (exact formula);
+    bump: ``w·x + (1 − w)·(relu * ψ_n)(x)``. Dispatches ``__torch_function__`` objects."""
+    if has_torch_function_variadic(x, weight, n, *(rule or ())):
+        return handle_torch_function(
+            smooth_prelu, (x, weight, n, *(rule or ())), x, weight, n, kernel=kernel,
+            order=order, rule=rule,
+        )
+    _check_kernel(kernel)
+    per_channel = weight.dim() > 0 and weight.shape[0] > 1  # sizes, not numel(): traceable
+    if kernel == "gaussian":
+        return sau(x, weight.reshape(-1) if per_channel else weight.reshape(()), n, "exact",
+                   channel_dim=1 if per_channel else None)
+    if per_channel and not torch.jit.is_tracing() and (
+        x.dim() < 2 or x.shape[1] != weight.numel()
+    ):
+        raise ValueError(
+            f"PReLU has {weight.numel()} parameters (one per channel) but the input has "
+            f"shape {tuple(x.shape)}; expected (N, {weight.numel()}, ...)"
+        )
+    slope = weight.view((-1,) + (1,) * (x.dim() - 2)) if per_channel else weight.reshape(())
+    xr = x.to(compute_dtype(x))
+    out = slope * xr + (1 - slope) * bump_smoothed_relu(xr, n, order or DEFAULT_ORDER["bump"], rule)
     return out.to(x.dtype)
 
 
@@ -399,6 +451,40 @@ def quadrature_rule(
     )
 
 
+def _quadrature_inputs(x: Tensor, n: Tensor | float, nodes: Tensor) -> tuple[Tensor, Tensor]:
+    """``(x in its compute dtype, nodes/n)``; dispatches ``__torch_function__`` objects, so that
+    ``torch.fx`` records one node that refers to the module's ``n`` and ``nodes``."""
+    if has_torch_function_variadic(x, n, nodes):
+        return handle_torch_function(_quadrature_inputs, (x, n, nodes), x, n, nodes)
+    dtype = compute_dtype(x)
+    return x.to(dtype), nodes.to(dtype) / n
+
+
+def quadrature_sum(
+    x: Tensor, fn: Callable[[Tensor], Tensor], n: Tensor | float, nodes: Tensor,
+    weights: Tensor, count: int,
+) -> Tensor:
+    """``Σ_{k<count} weights[k]·fn(x - nodes[k]/n)``, computed in float32 for half-precision
+    ``x`` and returned in ``x``'s dtype. Free of Python control flow on tensor values (``count``
+    is a Python int), so ``torch.fx`` unrolls it into ``count`` calls of ``fn``."""
+    prepared = _quadrature_inputs(x, n, nodes)
+    xr, shifts = prepared[0], prepared[1]
+    out = weights[0] * fn(xr - shifts[0])
+    for k in range(1, count):
+        out = out + weights[k] * fn(xr - shifts[k])
+    return _finite_like(out, x)
+
+
+def _finite_like(out: Tensor, x: Tensor) -> Tensor:
+    """``out`` in ``x``'s dtype, clamped to its finite range: near ``|x| = max`` the rounded
+    partial sums of the quadrature may pass the largest float although the smoothed value
+    (about ``σ(x)``) does not. Dispatches ``__torch_function__`` objects."""
+    if has_torch_function_variadic(out, x):
+        return handle_torch_function(_finite_like, (out, x), out, x)
+    big = torch.finfo(x.dtype).max
+    return out.clamp(-big, big).to(x.dtype)
+
+
 def smooth_by_quadrature(
     x: Tensor,
     fn: Callable[[Tensor], Tensor],
@@ -411,19 +497,14 @@ def smooth_by_quadrature(
     ``fn`` is called ``len(nodes)`` times on tensors of ``x``'s shape (so per-channel modules
     keep their channel dimension); autograd flows to ``x``, ``n`` and ``fn``'s parameters.
     """
-    if not torch.jit.is_tracing() and (nodes.dim() != 1 or nodes.shape != weights.shape):
+    if not torch.jit.is_tracing() and (
+        nodes.dim() != 1 or nodes.shape != weights.shape or nodes.numel() == 0
+    ):
         raise ValueError(
-            f"nodes and weights must be 1-D of equal length, got {tuple(nodes.shape)} and "
-            f"{tuple(weights.shape)}"
+            f"nodes and weights must be 1-D of equal, non-zero length, got "
+            f"{tuple(nodes.shape)} and {tuple(weights.shape)}"
         )
-    dtype = _real_dtype(x)
-    nodes, weights = nodes.to(dtype), weights.to(dtype)
-    out = None
-    for k in range(nodes.shape[0]):
-        term = weights[k] * fn(x - nodes[k] / n)
-        out = term if out is None else out + term
-    assert out is not None
-    return out.to(x.dtype) if out.dtype != x.dtype else out
+    return quadrature_sum(x, fn, n, nodes, weights.to(compute_dtype(x)), nodes.shape[0])
 
 
 def smooth_activation(
@@ -450,5 +531,5 @@ def smooth_activation(
         if kernel == "gaussian" and pwl.is_leaky_relu:
             return sau(x, pwl.slope, n, "exact")
         return smooth_piecewise_linear(x, pwl, n, kernel, order)
-    nodes, weights = quadrature_rule(kernel, order, _real_dtype(x), x.device)
+    nodes, weights = quadrature_rule(kernel, order, compute_dtype(x), x.device)
     return smooth_by_quadrature(x, fn if fn is not None else pwl, n, nodes, weights)

@@ -6,14 +6,14 @@ convolution with approximate identities", arXiv preprint, 2021 (arXiv:2109.13210
 (``"exact"`` convolution or the paper's Eq. 3, optionally zero-centred).
 """
 
-from __future__ import annotations
 
 import math
 
 import torch
 from torch import Tensor, nn
 
-from actlab.functional.sau import FORMULAS, sau
+from actlab.functional.sau import FORMULAS, sau, sau_composed
+from actlab.nn._precision import apply_keeping_precision
 
 __all__ = ["SAU"]
 
@@ -39,7 +39,7 @@ class SAU(nn.Module):
             input (one α and one n per channel, like ``nn.PReLU``).
         formula: ``"exact"`` or ``"paper"``.
         zero_centred: use the zero-centred variant.
-        min_n: lower bound for n. The forward pass uses ``max(n, min_n)``, so a trainable n that
+        min_n: lower bound for n. The forward pass uses ``max(n, min_n)`` for a learnable n, so one
             an optimiser pushes to or below zero still gives a valid activation (its gradient is
             then zero until something moves it back above ``min_n``).
         inplace: accepted for drop-in compatibility with ``nn.LeakyReLU(inplace=...)`` and
@@ -48,6 +48,16 @@ class SAU(nn.Module):
     Shape: input ``(N, C, *)`` (or any shape when ``num_parameters == 1``), output the same.
     The state_dict keys are ``alpha`` and ``n`` whether or not they are learnable, each of
     shape ``(num_parameters,)``.
+
+    Precision: ``n`` is kept in float32 (float64 after ``.double()``) whatever the module's
+    dtype: ``.half()`` / ``.bfloat16()`` / ``.to(dtype)`` leave it in float32, since float16
+    cannot hold ``n >= 65520`` (it would become inf and give NaN). Half-precision inputs are
+    computed in float32 and returned in their own dtype.
+
+    Tracing and export: the forward has no Python control flow on tensors, so
+    ``torch.fx.symbolic_trace`` records one ``call_function`` node to
+    :func:`~actlab.functional.sau.sau`; ``torch.jit.script`` runs
+    :func:`~actlab.functional.sau.sau_composed` (same formula, differentiated by autograd).
     """
 
     def __init__(
@@ -89,9 +99,10 @@ class SAU(nn.Module):
         self.zero_centred = bool(zero_centred)
         self.inplace = bool(inplace)
         self.min_n = float(min_n)
-        factory = {"device": device, "dtype": dtype}
+        n_dtype = torch.float64 if dtype == torch.float64 else torch.float32
         for name, learn in (("alpha", self.learn_alpha), ("n", self.learn_n)):
-            t = torch.empty(num_parameters, **factory)
+            t_dtype = dtype if name == "alpha" else n_dtype
+            t = torch.empty(num_parameters, device=device, dtype=t_dtype)
             if learn:
                 self.register_parameter(name, nn.Parameter(t))
             else:
@@ -105,27 +116,24 @@ class SAU(nn.Module):
             self.n.fill_(self.init_n)
 
     def effective_n(self) -> Tensor:
-        """The n the forward pass uses: ``max(n, min_n)``."""
-        return self.n.clamp_min(self.min_n)
-
-    def _shaped(self, p: Tensor, x: Tensor) -> Tensor:
-        if self.num_parameters == 1:
-            return p.reshape(())
-        if not torch.jit.is_tracing() and (x.dim() < 2 or x.shape[1] != self.num_parameters):
-            raise ValueError(
-                f"SAU has num_parameters={self.num_parameters} (one per channel) but got an input "
-                f"of shape {tuple(x.shape)}; expected (N, {self.num_parameters}, ...)"
-            )
-        return p.view((self.num_parameters,) + (1,) * (x.dim() - 2))
+        """The n the forward pass uses: ``max(n, min_n)`` when n is learnable, else n as stored
+        (checked ``>= min_n`` at construction; passing the buffer itself lets ``torch.fx``
+        record a reference to it rather than a constant)."""
+        return self.n.clamp_min(self.min_n) if self.learn_n else self.n
 
     def forward(self, x: Tensor) -> Tensor:
-        return sau(
-            x,
-            self._shaped(self.alpha, x),
-            self._shaped(self.effective_n(), x),
-            self.formula,
-            self.zero_centred,
-        )
+        n = self.effective_n()
+        if torch.jit.is_scripting():
+            return sau_composed(
+                x, self.alpha, n, self.formula == "paper", self.zero_centred,
+                self.num_parameters > 1,
+            )
+        channel_dim = 1 if self.num_parameters > 1 else None
+        return sau(x, self.alpha, n, self.formula, self.zero_centred, channel_dim)
+
+    def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
+        # keep n in float32 when the module is cast to half precision (see the class docstring)
+        return apply_keeping_precision(self, ("n",), lambda: super(SAU, self)._apply(fn, recurse))
 
     def extra_repr(self) -> str:
         parts = [

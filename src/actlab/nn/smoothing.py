@@ -11,7 +11,6 @@ Reference: K. Biswas, S. Kumar, S. Banerjee, A. K. Pandey, "SAU: Smooth activati
 convolution with approximate identities", arXiv preprint, 2021 (arXiv:2109.13210).
 """
 
-from __future__ import annotations
 
 import math
 from collections.abc import Callable
@@ -25,12 +24,13 @@ from actlab.functional.smoothing import (
     KERNELS,
     PiecewiseLinear,
     bump_relu_rule,
-    bump_smoothed_relu,
     quadrature_rule,
+    quadrature_sum,
     resolve_activation,
-    smooth_by_quadrature,
     smooth_piecewise_linear,
+    smooth_prelu,
 )
+from actlab.nn._precision import apply_keeping_precision
 
 __all__ = ["Smoothed", "smooth"]
 
@@ -72,9 +72,16 @@ class Smoothed(nn.Module):
 
     The (leaky) ReLU and PReLU with the Gaussian kernel go through :func:`~actlab.functional.
     sau.sau` (exact formula), whose backward saves only the input. Quadrature calls ``σ``
-    ``order`` times and autograd keeps ``order`` input-sized tensors for backward. The
-    quadrature nodes and weights are non-persistent float64 buffers (they follow ``.to()``, and
-    lose accuracy if the module is cast to half precision).
+    ``order`` times and autograd keeps ``order`` input-sized tensors for backward.
+
+    Precision: ``n`` stays float32 and the quadrature nodes and weights (non-persistent
+    buffers) stay float64 when the module is cast (``.half()``, ``.bfloat16()``, ``.float()``);
+    half-precision inputs are computed in float32 and returned in their own dtype.
+
+    Tracing and export: the forward has no Python control flow on tensors (the quadrature is a
+    loop over the Python int ``order``), so ``torch.fx.symbolic_trace``, ``torch.export`` and
+    ONNX export work. ``torch.jit.script`` does not (a clear ``TypeError``): the activation may
+    be any Python callable; use ``torch.jit.trace``, ``torch.export`` or ``torch.compile``.
     """
 
     def __init__(
@@ -162,37 +169,40 @@ class Smoothed(nn.Module):
             self.activation.reset_parameters()
 
     def effective_n(self) -> Tensor:
-        """The n the forward pass uses: ``max(n, min_n)``."""
-        return self.n.clamp_min(self.min_n)
-
-    def _prelu_slope(self, x: Tensor) -> Tensor:
-        weight = self.activation.weight  # type: ignore[union-attr]
-        if weight.numel() == 1:
-            return weight.reshape(())
-        if x.dim() < 2 or x.shape[1] != weight.numel():
-            raise ValueError(
-                f"PReLU has {weight.numel()} parameters (one per channel) but the input has "
-                f"shape {tuple(x.shape)}; expected (N, {weight.numel()}, ...)"
-            )
-        return weight.view((weight.numel(),) + (1,) * (x.dim() - 2))
+        """The n the forward pass uses: ``max(n, min_n)`` when n is learnable, else n as stored
+        (checked ``>= min_n`` at construction; passing the buffer itself lets ``torch.fx``
+        record a reference to it rather than a constant)."""
+        return self.n.clamp_min(self.min_n) if self.learn_n else self.n
 
     def forward(self, x: Tensor) -> Tensor:
         n = self.effective_n()
         rule = None if self.nodes is None else (self.nodes, self.weights)
         if self.method == "quadrature":
             fn = self.activation if self.activation is not None else self._fn or self.pwl
-            return smooth_by_quadrature(x, fn, n, self.nodes, self.weights)  # type: ignore[arg-type]
+            return quadrature_sum(x, fn, n, self.nodes, self.weights, self.order)  # type: ignore[arg-type]
         if isinstance(self.activation, nn.PReLU):
-            slope = self._prelu_slope(x)
-            if self.kernel == "gaussian":
-                return sau(x, slope, n, "exact")
-            xr = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
-            out = slope * xr + (1 - slope) * bump_smoothed_relu(xr, n, self.order, rule)
-            return out.to(x.dtype)
+            return smooth_prelu(x, self.activation.weight, n, self.kernel, self.order, rule)
         assert self.pwl is not None
         if self.kernel == "gaussian" and self.pwl.is_leaky_relu:
             return sau(x, self.pwl.slope, n, "exact")
         return smooth_piecewise_linear(x, self.pwl, n, self.kernel, self.order, rule)
+
+    def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
+        # n stays float32 and the quadrature rule float64 under .half() / .float() (class doc)
+        return apply_keeping_precision(
+            self, ("n",), lambda: apply_keeping_precision(
+                self, ("nodes", "weights"), lambda: super(Smoothed, self)._apply(fn, recurse),
+                floor=torch.float64,
+            )
+        )
+
+    def __prepare_scriptable__(self) -> nn.Module:
+        raise TypeError(
+            "Smoothed cannot be compiled by torch.jit.script: its activation may be any Python "
+            "callable and its configuration (piecewise-linear form, quadrature) is Python state; "
+            "use torch.jit.trace, torch.export.export or torch.compile instead (or actlab.nn.SAU, "
+            "which scripts, for a Gaussian-smoothed (leaky) ReLU)"
+        )
 
     def extra_repr(self) -> str:
         parts = [
