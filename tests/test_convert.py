@@ -365,6 +365,12 @@ def test_dtype_device_and_mode_follow_the_model() -> None:
         assert next(m.parameters()).dtype == torch.float64
         assert not m.training
     assert out(torch.randn(1, 4, 3, 3, dtype=torch.float64)).dtype == torch.float64
+    # mixed modes survive (a frozen norm stays in eval mode, the rest trains)
+    model = SharedReLUBlock().train()
+    model.bn1.eval()
+    out = convert(model, act="sau", norm="agc", example_inputs=(torch.randn(1, 4, 3, 3),))
+    assert [m.training for m in (out.bn1, out.bn2, out.conv1, out)] == [False, True, True, True]
+    assert all(m.training for m in modules_of(out, SAU))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -33,11 +33,12 @@ is harmless and allowed). Without a sample input an untraceable model is refused
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 import sys
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -201,6 +202,7 @@ def _copy_matching_state(src: nn.Module, dst: nn.Module) -> None:
             old = theirs.get(name)
             if old is not None and t is not None and old.shape == t.shape:
                 t.copy_(old)
+                t.requires_grad_(old.requires_grad)
 
 
 @dataclass
@@ -234,7 +236,7 @@ class _Plan:
         if channels and self.act_takes_channels and not self.user_set_channels:
             kwargs["num_parameters"] = channels
         ref = _reference_tensor(old, self.model_ref)
-        return _place(self.make_act(**kwargs), ref, self.training)
+        return _place(self.make_act(**kwargs), ref, self.training if old is None else old.training)
 
     def new_norm(self, old: nn.Module, dim: int | None) -> nn.Module:
         assert self.make_norm is not None
@@ -249,7 +251,7 @@ class _Plan:
         fused_act = self._fused_act(old)
         if fused_act is not None:
             new = nn.Sequential(new, fused_act)
-        return _place(new, _reference_tensor(old, self.model_ref), self.training)
+        return _place(new, _reference_tensor(old, self.model_ref), old.training)
 
     def _fused_act(self, old: nn.Module) -> nn.Module | None:
         """An AGCAct norm carries its (leaky) ReLU: keep it after the new norm (converted to the
@@ -387,6 +389,18 @@ def _concrete_defaults(model: nn.Module) -> dict[str, Any]:
     return out
 
 
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode for a sample forward pass; every submodule's own mode is restored after."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
 def _run(model: nn.Module, inputs: tuple[Any, ...] | Mapping[str, Any]) -> Any:
     return model(**inputs) if isinstance(inputs, Mapping) else model(*inputs)
 
@@ -417,13 +431,8 @@ def _input_shapes(
     from torch.fx.passes.shape_prop import ShapeProp
 
     args = _positional(gm, example_inputs)
-    was_training = gm.training
-    gm.eval()
-    try:
-        with torch.no_grad():
-            ShapeProp(gm).propagate(*args)
-    finally:
-        gm.train(was_training)
+    with _eval_mode(gm), torch.no_grad():
+        ShapeProp(gm).propagate(*args)
     return {
         n: n.meta["tensor_meta"].shape for n in gm.graph.nodes
         if hasattr(n.meta.get("tensor_meta"), "shape")
@@ -554,7 +563,7 @@ def _convert_traced(
         return model
     gm.graph.lint()
     gm.recompile()
-    gm.train(plan.training)
+    gm.training = plan.training  # the root's flag; each submodule keeps its own
     return gm
 
 
@@ -696,13 +705,10 @@ def _probe(
         if path and tracer.is_leaf_module(m, path):
             handles.append(m.register_forward_pre_hook(pre))
             handles.append(m.register_forward_hook(post, always_call=True))
-    was_training = model.training
     try:
-        model.eval()
-        with torch.no_grad(), _Mode():
+        with _eval_mode(model), torch.no_grad(), _Mode():
             _run(model, example_inputs)
     finally:
-        model.train(was_training)
         for h in handles:
             h.remove()
     return calls, functional_calls
