@@ -449,3 +449,21 @@ def test_zoo_resnet_every_site_its_own_module() -> None:
     counts = call_counts(out, (ASH, AGC), x)
     assert len(counts) == len(modules_of(out, (ASH, AGC))) and set(counts.values()) == {1}
     assert len(modules_of(out, ASH)) == n_relu
+
+
+def test_graph_module_result_round_trips_its_state_dict_and_converts_again(tmp_path) -> None:
+    torch.manual_seed(0)
+    model = SharedReLUBlock()
+    x = torch.randn(2, 4, 5, 5)
+    out = convert(model, act="sau", copy_model=True)
+    assert isinstance(out, fx.GraphModule)
+    with torch.no_grad():
+        for i, m in enumerate(modules_of(out, SAU)):
+            m.alpha.fill_(0.1 * (i + 1))
+    twin = convert(model, act="sau", copy_model=True)
+    torch.save(out.state_dict(), tmp_path / "m.pt")
+    twin.load_state_dict(torch.load(tmp_path / "m.pt"))  # same keys, strict
+    torch.testing.assert_close(twin(x), out(x), rtol=0, atol=0)
+    back = convert(out, act="relu")
+    assert not modules_of(back, SAU) and len(modules_of(back, nn.ReLU)) == 2
+    torch.testing.assert_close(back(x), model(x), rtol=0, atol=0)
