@@ -356,6 +356,8 @@ def test_agc_act_becomes_norm_then_activation() -> None:
     assert [type(m) for m in out[1]] == [AGC, nn.LeakyReLU]
     torch.testing.assert_close(out(x), expected)
     assert [type(m) for m in convert(model, act="sau", norm="bn")[1]] == [nn.BatchNorm2d, SAU]
+    with pytest.warns(UserWarning, match="AGCAct layers fuse a ReLU"):
+        convert(nn.Sequential(nn.Conv2d(1, 3, 3), AGCAct(3)), act="sau")
 
 
 def test_dtype_device_and_mode_follow_the_model() -> None:
@@ -430,6 +432,11 @@ def test_optional_forward_arguments_are_traced_at_their_default() -> None:
     torch.testing.assert_close(out(x), s2(model.fc(s1(x))))
     with pytest.raises(AssertionError, match="specialized"):
         out(x, torch.ones(3))
+    # an argument the sample input gives stays an input of the graph
+    scale = torch.full((3,), 2.0)
+    given = convert(model, act="sau", copy_model=True, example_inputs=(x, scale))
+    t1, t2 = modules_of(given, SAU)
+    torch.testing.assert_close(given(x, scale), t2(model.fc(t1(x * scale))))
 
 
 def test_bad_arguments() -> None:

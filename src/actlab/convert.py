@@ -37,6 +37,7 @@ import contextlib
 import copy
 import inspect
 import sys
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from actlab import registry
+from actlab.nn.agc import AGCAct
 from actlab.registry import ACTIVATIONS, ActSpec, NormSpec, act_factory, norm_factory
 
 __all__ = [
@@ -256,8 +258,6 @@ class _Plan:
     def _fused_act(self, old: nn.Module) -> nn.Module | None:
         """An AGCAct norm carries its (leaky) ReLU: keep it after the new norm (converted to the
         target activation when one is given)."""
-        from actlab.nn.agc import AGCAct
-
         if not isinstance(old, AGCAct):
             return None
         if self.make_act is not None:
@@ -366,8 +366,14 @@ def convert(
                       functional, keep_affine, per_channel)
     if example_inputs is None:
         example_inputs = _default_inputs(model)
+    if norm is None and any(isinstance(m, AGCAct) for m in model.modules()):
+        warnings.warn(
+            "convert: AGCAct layers fuse a ReLU into the norm and are left as they are; pass "
+            "norm= (e.g. norm='agc') to split each into a new norm and a new activation",
+            stacklevel=2,
+        )
     try:
-        graph = _Tracer().trace(model, concrete_args=_concrete_defaults(model))
+        graph = _Tracer().trace(model, concrete_args=_concrete_defaults(model, example_inputs))
     except Exception as err:  # any tracing failure means "convert module by module"
         return _convert_untraced(model, plan, example_inputs, err)
     return _convert_traced(model, graph, plan, example_inputs)
@@ -378,11 +384,20 @@ def _default_inputs(model: nn.Module) -> tuple[Any, ...] | Mapping[str, Any] | N
     return dummy if isinstance(dummy, Mapping) and dummy else None
 
 
-def _concrete_defaults(model: nn.Module) -> dict[str, Any]:
-    """Optional ``forward`` arguments with a plain default are traced at that default."""
+def _concrete_defaults(
+    model: nn.Module, example_inputs: tuple[Any, ...] | Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """Optional ``forward`` arguments with a plain default are traced at that default, unless
+    ``example_inputs`` gives them a value."""
+    given: set[str] = set()
+    params = inspect.signature(model.forward).parameters
+    if isinstance(example_inputs, Mapping):
+        given = set(example_inputs)
+    elif example_inputs is not None:
+        given = set(list(params)[: len(example_inputs)])
     out = {}
-    for name, p in inspect.signature(model.forward).parameters.items():
-        if p.default is not p.empty and (
+    for name, p in params.items():
+        if name not in given and p.default is not p.empty and (
             p.default is None or isinstance(p.default, (bool, int, float, str))
         ):
             out[name] = p.default
