@@ -120,16 +120,19 @@ def call_counts(model: nn.Module, cls: type | tuple[type, ...], *x) -> Counter[i
 # ------------------------------------------------------------------------------------------------
 # one fresh module per call site
 # ------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("target", ["prelu", "sau", "ash"])
-def test_shared_module_gets_one_module_per_call_site(target: str) -> None:
+@pytest.mark.parametrize(("source", "target"), [
+    ("relu", "prelu"), ("relu", "sau"), ("relu", "ash"), ("sau", "ash"), ("ash", "sau"),
+])
+def test_shared_module_gets_one_module_per_call_site(source: str, target: str) -> None:
     torch.manual_seed(0)
     model = SharedReLUBlock()
+    model.relu = get_act(source)  # one module object, called at two sites
     x = torch.randn(2, 4, 5, 5)
     out = convert(model, act=target)
     cls = type(get_act(target))
     acts = modules_of(out, cls)
     assert len(acts) == 2 and acts[0] is not acts[1]
-    assert not modules_of(out, nn.ReLU)
+    assert not modules_of(out, type(get_act(source)))
     assert sorted(call_counts(out, cls, x).values()) == [1, 1]
     # each site owns its parameters: their gradients differ, so they would train apart
     out(x).square().sum().backward()
