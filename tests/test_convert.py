@@ -477,3 +477,30 @@ def test_graph_module_result_round_trips_its_state_dict_and_converts_again(tmp_p
     back = convert(out, act="relu")
     assert not modules_of(back, SAU) and len(modules_of(back, nn.ReLU)) == 2
     torch.testing.assert_close(back(x), model(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("activation", ["relu", "gelu", "module"])
+def test_torch_transformer_layers_get_a_fresh_activation(activation: str) -> None:
+    torch.manual_seed(0)
+    kind = nn.GELU() if activation == "module" else activation
+    enc = nn.TransformerEncoder(
+        nn.TransformerEncoderLayer(8, 2, 16, activation=kind, batch_first=True, dropout=0.0),
+        num_layers=2, enable_nested_tensor=False,
+    )
+    model = nn.Sequential(nn.Linear(4, 8), enc)
+    out = convert(model, act="sau").eval()
+    layers = list(out[1].layers)
+    assert all(isinstance(layer.activation, SAU) for layer in layers)
+    assert layers[0].activation is not layers[1].activation
+    with torch.no_grad():
+        for i, layer in enumerate(layers):
+            layer.activation.alpha.fill_(0.5 + i)
+    x = torch.randn(2, 5, 4)
+    with torch.no_grad():  # eval + no_grad: torch's native fast path must not run ReLU/GELU
+        fast = out(x)
+        torch.backends.mha.set_fastpath_enabled(False)
+        try:
+            slow = out(x)
+        finally:
+            torch.backends.mha.set_fastpath_enabled(True)
+    torch.testing.assert_close(fast, slow)

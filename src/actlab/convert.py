@@ -8,6 +8,8 @@ normalisation layer its own, freshly built target layer:
   when one module object is called at several places (``self.relu`` twice in a ResNet block);
 * functional activations (``F.relu(x)``, ``torch.relu(x)``, ``x.relu()``, ``F.gelu(x)``,
   ``F.silu(x)``, ... see :data:`ACT_FUNCTIONS`), each replaced by a call of a new module;
+* the ``activation`` of ``nn.TransformerEncoderLayer`` / ``nn.TransformerDecoderLayer`` (a function
+  or a module), with PyTorch's native inference path for ReLU/GELU switched off;
 * normalisation modules (batch, group and instance norm, AGC, ... see
   :func:`convertible_norm_types`), one new norm per call site for the same channel count, keeping
   the old layer's parameters and buffers that the new one has under the same name and shape
@@ -574,6 +576,7 @@ def _convert_traced(
             _rewire_inplace(gm.graph, new_node)
 
     _replace_uncalled(root, plan, new_ids)
+    _convert_torch_transformer_layers(root, plan, new_ids)
     if not needs_graph:
         return model
     gm.graph.lint()
@@ -628,6 +631,28 @@ def _replace_uncalled(root: nn.Module, plan: _Plan, new_ids: set[int]) -> None:
         _set_submodule(root, path, new)
 
 
+_TORCH_TRANSFORMER_LAYERS = (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)
+
+
+def _convert_torch_transformer_layers(root: nn.Module, plan: _Plan, new_ids: set[int]) -> None:
+    """``nn.TransformerEncoderLayer`` / ``DecoderLayer`` keep their activation as an attribute
+    (a function such as ``F.relu``, or a module) that fx does not see inside the leaf; give each
+    a new module, and switch off the native inference path that would run ReLU/GELU itself."""
+    if plan.make_act is None:
+        return
+    for m in root.modules():
+        if not isinstance(m, _TORCH_TRANSFORMER_LAYERS) or id(m) in new_ids:
+            continue
+        act = m.activation
+        is_function = plan.functional and any(act is f for f in ACT_FUNCTIONS)
+        if is_function or id(act) in new_ids or plan.is_act(act):
+            if id(act) not in new_ids:
+                act = plan.new_act(act if isinstance(act, nn.Module) else None, False)
+                new_ids.add(id(act))
+            m.activation = act
+            m.activation_relu_or_gelu = 0
+
+
 def _inside(path: str, root: nn.Module, new_ids: set[int]) -> bool:
     """Whether ``path`` lies inside a module built by this conversion."""
     parts = path.split(".")
@@ -673,7 +698,9 @@ def _convert_untraced(
             "than once per forward pass: converting it module by module would make those uses "
             "share one layer's parameters; give each use its own module"
         ) from err
-    _replace_uncalled(model, plan, set())
+    new_ids: set[int] = set()
+    _replace_uncalled(model, plan, new_ids)
+    _convert_torch_transformer_layers(model, plan, new_ids)
     return model
 
 
