@@ -64,13 +64,19 @@ class FunctionalNet(nn.Module):
 class InplaceReader(nn.Module):
     """Reads the input of an in-place ReLU after the ReLU ran (it sees the ReLU's output)."""
 
-    def __init__(self) -> None:
+    def __init__(self, how: str = "relu_") -> None:
         super().__init__()
         self.fc = nn.Linear(4, 4)
+        self.how = how
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.fc(x)
-        y = h.relu_()
+        if self.how == "relu_":
+            y = h.relu_()
+        elif self.how == "positional":
+            y = F.leaky_relu(h, 0.1, True)
+        else:
+            y = F.relu(h, inplace=True)
         return h * 2 + y
 
 
@@ -184,9 +190,10 @@ def test_functional_calls_are_replaced_but_gates_are_kept() -> None:
     torch.testing.assert_close(out(x), expected)
 
 
-def test_inplace_functional_call_keeps_its_meaning() -> None:
+@pytest.mark.parametrize("how", ["relu_", "positional", "keyword"])
+def test_inplace_functional_call_keeps_its_meaning(how: str) -> None:
     torch.manual_seed(0)
-    model = InplaceReader()
+    model = InplaceReader(how)
     x = torch.randn(3, 4)
     out = convert(model, act="sau", copy_model=True)
     (sau,) = modules_of(out, SAU)

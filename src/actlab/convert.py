@@ -456,9 +456,6 @@ def _input_shapes(
     }
 
 
-_ELEMENTWISE = frozenset({"add", "add_", "iadd", "sub", "sub_", "mul", "mul_", "imul"})
-
-
 def _positional(
     gm: fx.GraphModule, inputs: tuple[Any, ...] | Mapping[str, Any]
 ) -> list[Any]:
@@ -477,6 +474,9 @@ def _positional(
         else:
             raise ValueError(f"example_inputs has no value for forward argument {name!r}")
     return args
+
+
+_ELEMENTWISE = frozenset({"add", "add_", "iadd", "sub", "sub_", "mul", "mul_", "imul"})
 
 
 def _channels(
@@ -562,9 +562,7 @@ def _convert_traced(
         if _inplace(old) and needs_graph:
             _rewire_inplace(gm.graph, node)
     for node in function_sites:
-        inplace = node.target in _INPLACE_FUNCTIONS or node.target in _INPLACE_METHODS or bool(
-            node.kwargs.get("inplace", False)
-        )
+        inplace = _inplace_call(node)
         new = build(node, None, inplace)
         path = _unique_path(gm, "act")
         gm.add_submodule(path, new)
@@ -583,6 +581,20 @@ def _convert_traced(
     gm.recompile()
     gm.training = plan.training  # the root's flag; each submodule keeps its own
     return gm
+
+
+# position of ``inplace`` among the positional arguments of the functions that take it
+_INPLACE_ARG = {F.relu: 1, F.relu6: 1, F.selu: 1, F.silu: 1, F.mish: 1, F.hardswish: 1,
+                F.leaky_relu: 2, F.elu: 2, F.celu: 2}
+
+
+def _inplace_call(node: fx.Node) -> bool:
+    """Whether a functional activation call overwrites its input."""
+    if node.target in _INPLACE_FUNCTIONS or node.target in _INPLACE_METHODS:
+        return True
+    i = _INPLACE_ARG.get(node.target)
+    flag = node.args[i] if i is not None and len(node.args) > i else node.kwargs.get("inplace")
+    return flag is True
 
 
 def _is_act_call(node: fx.Node) -> bool:
