@@ -114,13 +114,15 @@ def _hf_activation_types() -> tuple[type[nn.Module], ...]:
     )
 
 
-def _registered_act_classes() -> list[type[nn.Module]]:
+def _activation_classes() -> tuple[type[nn.Module], ...]:
+    """Every known activation class, gates included: ``registry.activation_types()``, the classes
+    behind the registered activation names, and Hugging Face's."""
     out = list(registry.activation_types())
     for name in ACTIVATIONS.names():
         cls = getattr(ACTIVATIONS.factory(name), "__wrapped__", None)
-        if isinstance(cls, type) and issubclass(cls, nn.Module) and cls not in out:
+        if isinstance(cls, type) and issubclass(cls, nn.Module):
             out.append(cls)
-    return out
+    return tuple(dict.fromkeys([*out, *_hf_activation_types()]))
 
 
 def convertible_act_types() -> tuple[type[nn.Module], ...]:
@@ -128,8 +130,7 @@ def convertible_act_types() -> tuple[type[nn.Module], ...]:
     :mod:`actlab.registry` (``registry.activation_types()`` and the classes behind the registered
     activation names), Hugging Face's activation classes when ``transformers`` is imported, minus
     the gates and placeholders ``nn.Sigmoid``, ``nn.Tanh`` and ``nn.Identity``."""
-    types = _registered_act_classes() + list(_hf_activation_types())
-    return tuple(t for t in dict.fromkeys(types) if not issubclass(t, _NOT_HIDDEN))
+    return tuple(t for t in _activation_classes() if not issubclass(t, _NOT_HIDDEN))
 
 
 def convertible_norm_types() -> tuple[type[nn.Module], ...]:
@@ -431,10 +432,7 @@ class _Tracer(fx.Tracer):
 
     def __init__(self) -> None:
         super().__init__()
-        self.leaf_types = (
-            *registry.activation_types(), *registry.norm_types(), *_registered_act_classes(),
-            *_hf_activation_types(),
-        )
+        self.leaf_types = (*_activation_classes(), *registry.norm_types())
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         return isinstance(m, self.leaf_types) or super().is_leaf_module(m, module_qualified_name)
@@ -497,7 +495,7 @@ def _channels(
             return None
         if isinstance(m, (nn.modules.batchnorm._NormBase, nn.GroupNorm, registry.norm_types())):
             return _norm_channels(m)
-        if isinstance(m, (_CHANNEL_PRESERVING, _registered_act_classes_t())):
+        if isinstance(m, (_CHANNEL_PRESERVING, _activation_classes())):
             return _channels(first, gm, shapes, depth + 1)
         return None
     if node.op == "call_function" and node.target in ACT_FUNCTIONS or (
@@ -510,10 +508,6 @@ def _channels(
         wide = {c for c in found if c is not None and c > 1}
         return wide.pop() if len(wide) == 1 else None
     return None
-
-
-def _registered_act_classes_t() -> tuple[type[nn.Module], ...]:
-    return tuple(_registered_act_classes()) + _hf_activation_types()
 
 
 def _convert_traced(
