@@ -1,0 +1,75 @@
+"""Every zoo model traces with plain ``torch.fx.symbolic_trace`` to the same function, with every
+baseline activation and norm of the registry (the layers actlab.convert's graph pass relies on).
+
+Reduced sizes and inputs come from test_models_build.CASES; the full-size registered models are
+traced too (without a forward pass, to stay fast).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import fx, nn
+
+from actlab.models import create_model, list_models
+from actlab.registry import ACTIVATIONS, MODELS
+from test_models_build import CASES, TOKEN_MODELS, run
+
+# the registry's activations that torch itself provides (actlab's own layers excluded)
+BASELINE_ACTS = [
+    n for n in ACTIVATIONS.names()
+    if getattr(ACTIVATIONS.factory(n), "__wrapped__", None).__module__.startswith("torch.nn")
+]
+IMAGE_NORMS = ["bn", "gn", "ln", "none"]
+TOKEN_NORMS = ["ln", "none"]
+ZOO = sorted(n for n in list_models() if MODELS.factory(n).__module__.startswith("actlab.models"))
+REDUCED = sorted(n for n in ZOO if CASES.get(n) is not None)
+
+
+def concrete_args(name: str) -> dict | None:
+    # optional padding masks: traced at their default (None), as fx needs for `is None` tests
+    if name == "transformer_seq2seq":
+        return {"src_padding_mask": None, "tgt_padding_mask": None}
+    return None
+
+
+def check(name: str, act: str, norm: str) -> None:
+    kwargs, make_input, _ = CASES[name]
+    torch.manual_seed(0)
+    model = create_model(name, **kwargs, act=act, norm=norm).eval()
+    traced = fx.symbolic_trace(model, concrete_args=concrete_args(name))
+    sites = [n for n in traced.graph.nodes if n.op == "call_module"
+             and isinstance(traced.get_submodule(n.target), type(ACTIVATIONS.build(act)))]
+    assert sites or act == "identity", f"{name}: no {act} call site in the graph"
+    x = make_input()
+    with torch.no_grad():
+        torch.testing.assert_close(run(traced, x), run(model, x), rtol=0, atol=0)
+
+
+def test_baseline_acts_are_the_torch_ones() -> None:
+    assert {"relu", "gelu", "prelu", "leaky_relu", "swish"} <= set(BASELINE_ACTS)
+    assert "sau" not in BASELINE_ACTS and "ash" not in BASELINE_ACTS
+
+
+@pytest.mark.slow  # about 350 builds, traces and forwards
+@pytest.mark.parametrize("act", BASELINE_ACTS)
+@pytest.mark.parametrize("name", REDUCED)
+def test_zoo_model_traces_with_every_baseline_activation(name: str, act: str) -> None:
+    check(name, act, "ln" if name in TOKEN_MODELS else "bn")
+
+
+@pytest.mark.parametrize("name", REDUCED)
+def test_zoo_model_traces_with_every_baseline_norm(name: str) -> None:
+    for norm in TOKEN_NORMS if name in TOKEN_MODELS else IMAGE_NORMS:
+        if name == "mlp" and norm == "gn":  # GroupNorm needs (N, C, *) input; mlp has (N, C)
+            continue
+        check(name, "relu", norm)
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_full_size_zoo_model_traces(name: str) -> None:
+    model = create_model(name)
+    traced = fx.symbolic_trace(model, concrete_args=concrete_args(name))
+    acts = [n for n in traced.graph.nodes if n.op == "call_module"
+            and isinstance(traced.get_submodule(n.target), nn.ReLU)]
+    assert len(acts) == sum(isinstance(m, nn.ReLU) for m in model.modules())
