@@ -51,7 +51,8 @@ def _check_float(value: float, name: str) -> float:
 
 
 class _AGCBase(nn.Module):
-    """Parameters ``lam`` (λ), ``weight`` (γ), ``bias`` (β), input checks, stats and repr."""
+    """Parameters ``lam`` (λ), ``weight`` (γ), ``bias`` (β), stats and repr (the input is
+    checked by the functional op, after ``__torch_function__`` dispatch, so fx can trace)."""
 
     def __init__(
         self,
@@ -86,27 +87,6 @@ class _AGCBase(nn.Module):
             if self.affine:
                 self.weight.fill_(1.0)
                 self.bias.zero_()
-
-    def _check_input(self, h: torch.Tensor) -> None:
-        if not isinstance(h, torch.Tensor):
-            raise TypeError(f"{type(self).__name__} expects a tensor, got {type(h).__name__}")
-        if self.dim is not None and h.dim() != self.dim + 2:
-            raise ValueError(
-                f"{type(self).__name__} was built with dim={self.dim} and expects a "
-                f"{self.dim + 2}-d input (N, C{', *spatial' if self.dim else ''}), got shape "
-                f"{tuple(h.shape)}"
-            )
-        if h.dim() < 3:
-            raise ValueError(
-                f"{type(self).__name__} needs an input (N, C, *spatial) with at least one spatial "
-                f"dim, got shape {tuple(h.shape)}: for (N, C) features the spatial mean is the "
-                "input itself and AGC would degenerate to an affine map"
-            )
-        if h.shape[1] != self.num_features:
-            raise ValueError(
-                f"{type(self).__name__} has num_features={self.num_features} but the input of "
-                f"shape {tuple(h.shape)} has {h.shape[1]} channels in dim 1"
-            )
 
     @torch.no_grad()
     def layer_stats(self) -> dict[str, float]:
@@ -169,8 +149,10 @@ class AGC(_AGCBase):
         super().__init__(num_features, lam_init, affine, learn_lam, dim)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        self._check_input(h)
-        return agc(h, self.lam, self.weight, self.bias, mode=self.mode, window=self.window)
+        return agc(
+            h, self.lam, self.weight, self.bias, mode=self.mode, window=self.window,
+            spatial_dims=self.dim,
+        )
 
     def extra_repr(self) -> str:
         parts = self._repr_parts()
@@ -223,10 +205,9 @@ class AGCAct(_AGCBase):
         super().__init__(num_features, lam_init, affine, learn_lam, dim)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        self._check_input(h)
         return agc_act(
             h, self.lam, self.weight, self.bias, act=self.act,
-            negative_slope=self.negative_slope, eps=self.eps,
+            negative_slope=self.negative_slope, eps=self.eps, spatial_dims=self.dim,
         )
 
     def extra_repr(self) -> str:

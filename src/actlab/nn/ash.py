@@ -29,6 +29,16 @@ def _positive_int(value: int, name: str) -> int:
     return value
 
 
+def _recording() -> bool:
+    """True while fx, TorchScript, jit.trace, dynamo or export record the forward (activity
+    tracking, a Python float, is skipped then)."""
+    return (
+        torch.fx._symbolic_trace.is_fx_tracing()
+        or torch.jit.is_tracing()
+        or torch.compiler.is_compiling()
+    )
+
+
 def _dims_tuple(dims: Sequence[int] | int | None) -> tuple[int, ...] | None:
     if dims is None:
         return None
@@ -60,7 +70,8 @@ class ASH(nn.Module):
 
     Attributes:
         track_activity: when True, every forward stores ``last_active_fraction``, the fraction of
-            elements whose sigmoid gate is > 0.5 (i.e. above the threshold), under no_grad.
+            elements whose sigmoid gate is > 0.5 (i.e. above the threshold), under no_grad
+            (not while fx, jit or torch.compile/export record the forward).
 
     Shape: any (N, ...) input; output of the same shape and dtype.
     """
@@ -116,27 +127,21 @@ class ASH(nn.Module):
             self.z.fill_(self.z_init)
             self.alpha.fill_(self.alpha_init)
 
-    def _shaped(self, p: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        if self.num_parameters == 1:
-            return p.reshape(())
-        if x.dim() < 2 or x.shape[1] != self.num_parameters:
-            raise ValueError(
-                f"{type(self).__name__} has num_parameters={self.num_parameters} (one per channel) "
-                f"but the input of shape {tuple(x.shape)} has "
-                f"{x.shape[1] if x.dim() >= 2 else 'no'} channels in dim 1"
-            )
-        return p.view(1, -1, *([1] * (x.dim() - 2)))
+    def _param(self, p: torch.Tensor) -> torch.Tensor:
+        """Shared: a 0-d view; per channel: the (C,) tensor (``ash`` reshapes it)."""
+        return p.reshape(()) if self.num_parameters == 1 else p
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z, alpha = self._shaped(self.z, x), self._shaped(self.alpha, x)
-        if self.track_activity:
+        per_channel = self.num_parameters != 1
+        z, alpha = self._param(self.z), self._param(self.alpha)
+        if self.track_activity and not _recording():
             with torch.no_grad():
-                t = ash_logits(x, z, alpha, self.dims, self.eps)
+                t = ash_logits(x, z, alpha, self.dims, self.eps, per_channel=per_channel)
                 self.last_active_fraction = float((t > 0).float().mean())
-        if self.inplace and not (torch.is_grad_enabled() and x.requires_grad):
-            with torch.no_grad():
-                return x.copy_(ash(x, z, alpha, self.dims, self.eps, self.leak))
-        return ash(x, z, alpha, self.dims, self.eps, self.leak)
+        return ash(
+            x, z, alpha, self.dims, self.eps, self.leak, per_channel=per_channel,
+            inplace=self.inplace,
+        )
 
     @torch.no_grad()
     def layer_stats(self) -> dict[str, float]:
