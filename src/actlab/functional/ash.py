@@ -140,6 +140,12 @@ def _count(x: Tensor, dims: List[int]) -> int:
 # ---------------------------------------------------------------------------------------------
 # the formulas: one per direction, eager (run directly) and compiled (backends.run_compiled)
 # ---------------------------------------------------------------------------------------------
+def _max_abs(x: Tensor, dims: List[int]) -> Tensor:
+    """``max |x|`` over ``dims`` (kept) as ``max(amax, −amin)``: two vectorised reductions that
+    allocate nothing (``vector_norm(x, inf)`` is ~30× slower on CPU)."""
+    return torch.maximum(x.amax(dims, keepdim=True), -x.amin(dims, keepdim=True))
+
+
 def _moments(
     xc: Tensor, dims: List[int], eps: float
 ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -149,7 +155,7 @@ def _moments(
     it): for ordinary inputs it is 1 and nothing changes; for inputs near the dtype's maximum it
     keeps the sums of ``x`` and ``x²`` finite.
     """
-    scale = torch.linalg.vector_norm(xc.detach(), float("inf"), dims, keepdim=True).clamp(min=1.0)
+    scale = _max_abs(xc.detach(), dims).clamp(min=1.0)
     xs = xc / scale
     mu_s = xs.mean(dims, keepdim=True)
     var_s = (xs - mu_s).square().mean(dims, keepdim=True)
@@ -282,7 +288,7 @@ def _ash_fwd_inplace(
 ) -> Tuple[Tensor, Tensor, Tensor]:
     """:func:`_ash_fwd_math` with temporaries updated in place (no graph may be recorded)."""
     xc, zc, ac = x.to(cdt), z.to(cdt), alpha.to(cdt)
-    scale = torch.linalg.vector_norm(xc, float("inf"), dims, keepdim=True).clamp_(min=1.0)
+    scale = _max_abs(xc, dims).clamp(min=1.0)
     xs = xc / scale
     mu_s = xs.mean(dims, keepdim=True)
     centred = xs.sub_(mu_s)
@@ -353,7 +359,9 @@ class _ASHFunction(torch.autograd.Function):
         x: Tensor, z: Tensor, alpha: Tensor, dims: Tuple[int, ...], eps: float, leak: float
     ) -> Tuple[Tensor, Tensor, Tensor]:
         cdt = compute_dtype(x, z, alpha)
-        if backends.use_compiled(x) and not torch._C._are_functorch_transforms_active():
+        if torch._C._are_functorch_transforms_active():  # in-place ops lack vmap rules
+            return _ash_fwd_math(x, z, alpha, list(dims), eps, leak, cdt)
+        if backends.use_compiled(x):
             key = (dims, eps, leak, cdt, x.dtype, x.device.type)
             out = backends.run_compiled(_ash_fwd_math, key, x, z, alpha, dims, eps, leak, cdt)
             if out is not None:
@@ -447,7 +455,8 @@ def ash(
     d = normalize_dims(x, dims)
     zt, at = _as_param(z, x, "z", per_channel), _as_param(alpha, x, "alpha", per_channel)
     if composition_only():
-        out = _ash_fwd_math(x, zt, at, list(d), float(eps), float(leak), compute_dtype(x, zt, at))
+        cdt = compute_dtype(x, zt, at)
+        out = _ash_fwd_math(x, zt, at, list(d), float(eps), float(leak), cdt)[0]
     else:
         out = _ASHFunction.apply(x, zt, at, d, float(eps), float(leak))[0]
     if inplace and not (torch.is_grad_enabled() and x.requires_grad):
