@@ -50,7 +50,6 @@ __all__ = ["agc", "agc_reference", "agc_act", "agc_act_reference", "scaled_lr", 
 
 MODES = ("mean", "window", "median")
 ACTS = ("relu", "leaky_relu")
-_POOL = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
 
 
 def scaled_lr(base_lr: float, batch_size: int) -> float:
@@ -112,23 +111,32 @@ def _channel_param(p: Tensor | float | None, h: Tensor, name: str, default: floa
     return p
 
 
+# The helpers and formulas below are also compiled by TorchScript (the modules' scripted
+# forward): list shapes, no star-unpacking, no math.prod.
 def _channel_view(p: Tensor, ndim: int) -> Tensor:
     """(C,) -> (1, C, 1, ..., 1) for an ``ndim``-dim input."""
-    return p.view(1, -1, *([1] * (ndim - 2)))
+    return p.view([1, -1] + [1] * (ndim - 2))
 
 
 def _nc_view(t: Tensor, ndim: int) -> Tensor:
     """(N, C) -> (N, C, 1, ..., 1) for an ``ndim``-dim input."""
-    return t.view(*t.shape, *([1] * (ndim - 2)))
+    return t.view([t.shape[0], t.shape[1]] + [1] * (ndim - 2))
 
 
-def _spatial(h: Tensor) -> tuple[int, ...]:
-    return tuple(range(2, h.dim()))
+def _spatial(h: Tensor) -> list[int]:
+    return list(range(2, h.dim()))
+
+
+def _spatial_size(h: Tensor) -> int:
+    size = 1
+    for n in h.shape[2:]:
+        size *= n
+    return size
 
 
 def _spatial_mean(hc: Tensor) -> Tensor:
     """(N, C) spatial means as ``Σ h/S``: finite for inputs up to the dtype's maximum."""
-    return (hc * (1.0 / math.prod(hc.shape[2:]))).sum(_spatial(hc))
+    return (hc * (1.0 / _spatial_size(hc))).sum(_spatial(hc))
 
 
 def _safe_gamma(gamma: Tensor, eps: float) -> Tensor:
@@ -139,31 +147,38 @@ def _safe_gamma(gamma: Tensor, eps: float) -> Tensor:
 def _check_window(window: int, h: Tensor) -> None:
     if isinstance(window, bool) or not isinstance(window, int) or window < 1 or window % 2 == 0:
         raise ValueError(f"window must be an odd positive int, got {window!r}")
-    if h.dim() - 2 not in _POOL:
+    if h.dim() - 2 not in (1, 2, 3):
         raise ValueError(
             f"mode='window' supports 1-, 2- or 3-d spatial inputs, got shape {tuple(h.shape)}"
         )
 
 
 def local_mean(h: Tensor, window: int) -> Tensor:
-    """Sliding-window mean over the spatial dims (odd ``window``; padding not counted).
-
-    ``h`` is pre-scaled by ``1 / window**d`` so that window sums stay finite for inputs up to
-    the dtype's maximum.
-    """
+    """Sliding-window mean over the spatial dims (odd ``window``; padding not counted)."""
     _check_window(window, h)
+    return _window_mean(h, window)
+
+
+def _window_mean(h: Tensor, window: int) -> Tensor:
+    """:func:`local_mean` without the checks. ``h`` is pre-scaled by ``1 / window**d`` so that
+    window sums stay finite for inputs up to the dtype's maximum."""
     d = h.dim() - 2
-    pool = _POOL[d]
     pad = window // 2
-    size = window**d
+    size = 1
+    for _ in range(d):
+        size *= window
     hs = h * (1.0 / size)
-    if d < 3 or min(h.shape[2:]) >= window:
-        return pool(hs, window, stride=1, padding=pad, count_include_pad=False) * size
+    if d == 1:
+        return F.avg_pool1d(hs, window, 1, pad, count_include_pad=False) * size
+    if d == 2:
+        return F.avg_pool2d(hs, window, 1, pad, count_include_pad=False) * size
+    if min(h.shape[2:]) >= window:
+        return F.avg_pool3d(hs, window, 1, pad, count_include_pad=False) * size
     # avg_pool3d rejects inputs smaller than the kernel even with padding: pad explicitly and
     # divide the window sums by the number of valid (unpadded) positions.
-    sums = pool(F.pad(hs, (pad,) * (2 * d)), window, stride=1) * size  # Σ h / size
-    ones = torch.ones(1, 1, *h.shape[2:], dtype=h.dtype, device=h.device)
-    count = pool(F.pad(ones, (pad,) * (2 * d)), window, stride=1) * size
+    sums = F.avg_pool3d(F.pad(hs, [pad] * 6), window, 1) * size  # Σ h / size
+    ones = torch.ones([1, 1] + list(h.shape[2:]), dtype=h.dtype, device=h.device)
+    count = F.avg_pool3d(F.pad(ones, [pad] * 6), window, 1) * size
     return sums / count * size
 
 
@@ -176,7 +191,7 @@ def spatial_median(h: Tensor) -> Tensor:
     flat = h.flatten(2)
     rank = (flat.shape[-1] + 1) // 2
     med = flat.topk(rank, dim=-1, largest=False, sorted=True).values[..., -1]
-    return med.view(*h.shape[:2], *([1] * (h.dim() - 2)))
+    return _nc_view(med, h.dim())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -213,8 +228,8 @@ def _agc_bwd_math(
     """
     cdt = m.dtype
     nd = h.dim()
-    sp = tuple(range(2, nd))
-    size = math.prod(h.shape[2:])
+    sp = _spatial(h)
+    size = _spatial_size(h)
     g = grad.to(cdt)
     lc, gc = lam.to(cdt), gamma.to(cdt)
     g_sum = g.sum(sp)  # (N, C): Σ_sp g
@@ -229,7 +244,7 @@ def _agc_bwd_math(
     if need_lam:
         gl = (-gc * mg).to(lam.dtype)
     if need_gamma:
-        gg = ((g * h.to(cdt)).sum((0, *sp)) - lc * mg).to(gamma.dtype)
+        gg = ((g * h.to(cdt)).sum(sp).sum(0) - lc * mg).to(gamma.dtype)
     if need_beta:
         gb = g_sum.sum(0).to(beta_dtype)
     return gh, gl, gg, gb
@@ -365,11 +380,22 @@ def agc(
         if composition_only():
             return _agc_fwd_math(h, lam_t, gamma_t, beta_t, cdt)[0]
         return _AGCMean.apply(h, lam_t, gamma_t, beta_t)[0]
+    if mode == "window":
+        _check_window(window, h)
+    return _agc_local_math(h, lam_t, gamma_t, beta_t, mode, window, cdt)
+
+
+def _agc_local_math(
+    h: Tensor, lam: Tensor, gamma: Tensor, beta: Tensor, mode: str, window: int,
+    cdt: torch.dtype,
+) -> Tensor:
+    """``(h − λ m)·γ + β`` for the ``"window"`` and ``"median"`` modes, as plain ops that
+    autograd (and torch.func) differentiates."""
     hc = h.to(cdt)
-    m = local_mean(hc, window) if mode == "window" else spatial_median(hc)
+    m = _window_mean(hc, window) if mode == "window" else spatial_median(hc)
     nd = h.dim()
-    out = (hc - _channel_view(lam_t.to(cdt), nd) * m) * _channel_view(gamma_t.to(cdt), nd)
-    return (out + _channel_view(beta_t.to(cdt), nd)).to(h.dtype)
+    out = (hc - _channel_view(lam.to(cdt), nd) * m) * _channel_view(gamma.to(cdt), nd)
+    return (out + _channel_view(beta.to(cdt), nd)).to(h.dtype)
 
 
 def agc_reference(
@@ -458,8 +484,8 @@ def _agc_act_bwd_math(
     """Gradients of the fused AGC + activation from its output (see :class:`_AGCActMean`)."""
     cdt = m.dtype
     nd = y.dim()
-    sp = tuple(range(2, nd))
-    size = math.prod(y.shape[2:])
+    sp = _spatial(y)
+    size = _spatial_size(y)
     yc, g = y.to(cdt), grad.to(cdt)
     lc, bc = lam.to(cdt), beta.to(cdt)
     gs = _safe_gamma(gamma.to(cdt), eps)

@@ -26,7 +26,7 @@ plain composition of torch operations (test oracle and benchmark baseline).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, List, Optional, Tuple
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -129,7 +129,7 @@ def _as_param(p: Scalar, x: Tensor, name: str, per_channel: bool) -> Tensor:
     return torch.tensor(float(p), dtype=dtype, device=x.device)
 
 
-def _count(x: Tensor, dims: List[int]) -> int:
+def _count(x: Tensor, dims: list[int]) -> int:
     """Number of elements of one sample's statistics (a plain loop: dynamo and TorchScript)."""
     count = 1
     for d in dims:
@@ -140,15 +140,15 @@ def _count(x: Tensor, dims: List[int]) -> int:
 # ---------------------------------------------------------------------------------------------
 # the formulas: one per direction, eager (run directly) and compiled (backends.run_compiled)
 # ---------------------------------------------------------------------------------------------
-def _max_abs(x: Tensor, dims: List[int]) -> Tensor:
+def _max_abs(x: Tensor, dims: list[int]) -> Tensor:
     """``max |x|`` over ``dims`` (kept) as ``max(amax, −amin)``: two vectorised reductions that
     allocate nothing (``vector_norm(x, inf)`` is ~30× slower on CPU)."""
     return torch.maximum(x.amax(dims, keepdim=True), -x.amin(dims, keepdim=True))
 
 
 def _moments(
-    xc: Tensor, dims: List[int], eps: float
-) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    xc: Tensor, dims: list[int], eps: float
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """``(scale, μ/scale, σ/scale, x/scale)`` with ``σ = √(var + eps)`` over ``dims``.
 
     ``scale = max(max|x|, 1)`` per sample (a constant for autograd: σ and μ do not depend on
@@ -164,9 +164,9 @@ def _moments(
 
 
 def _ash_fwd_math(
-    x: Tensor, z: Tensor, alpha: Tensor, dims: List[int], eps: float, leak: float,
+    x: Tensor, z: Tensor, alpha: Tensor, dims: list[int], eps: float, leak: float,
     cdt: torch.dtype,
-) -> Tuple[Tensor, Tensor, Tensor]:
+) -> tuple[Tensor, Tensor, Tensor]:
     """``(x·G(2α(x − μ − zσ)), μ, σ)`` with ``G = leak + (1 − leak)·sigmoid`` (paper, Eq. 9).
 
     Computed in ``cdt`` (float32 for half inputs); μ, σ are the per-sample statistics.
@@ -185,14 +185,14 @@ def _ash_bwd_math(
     sigma: Tensor,
     z: Tensor,
     alpha: Tensor,
-    dims: List[int],
+    dims: list[int],
     leak: float,
     need_x: bool,
     need_z: bool,
     need_alpha: bool,
-    grad_mu: Optional[Tensor],
-    grad_sigma: Optional[Tensor],
-) -> Tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor]]:
+    grad_mu: Tensor | None,
+    grad_sigma: Tensor | None,
+) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
     """Gradients for x, z and α (formulas in :class:`_ASHFunction`); differentiable.
 
     ``grad_mu`` / ``grad_sigma``: gradients reaching the μ and σ outputs (double backward).
@@ -208,9 +208,9 @@ def _ash_bwd_math(
         s = leak + (1.0 - leak) * s
     q = g * xc * ds
     aq = ac * q
-    gx: Optional[Tensor] = None
-    gz: Optional[Tensor] = None
-    ga: Optional[Tensor] = None
+    gx: Tensor | None = None
+    gz: Tensor | None = None
+    ga: Tensor | None = None
     if need_alpha:
         ga = sum_to(2.0 * q * u, alpha)
     if need_z:
@@ -229,9 +229,9 @@ def _ash_bwd_math(
 
 
 def _ash_jvp_math(
-    x: Tensor, mu: Tensor, sigma: Tensor, z: Tensor, alpha: Tensor, dims: List[int],
-    leak: float, x_t: Optional[Tensor], z_t: Optional[Tensor], a_t: Optional[Tensor],
-) -> Tuple[Tensor, Tensor, Tensor]:
+    x: Tensor, mu: Tensor, sigma: Tensor, z: Tensor, alpha: Tensor, dims: list[int],
+    leak: float, x_t: Tensor | None, z_t: Tensor | None, a_t: Tensor | None,
+) -> tuple[Tensor, Tensor, Tensor]:
     """Tangents of ``(out, μ, σ)`` for tangents of x, z, α (forward-mode AD).
 
     ``dμ = mean_D(dx)``, ``dσ = mean_D((x − μ)·dx)/σ``, ``du = dx − dμ − dz·σ − z·dσ``,
@@ -285,9 +285,9 @@ def _sigmoid_(t: Tensor) -> Tensor:
 
 
 def _ash_fwd_inplace(
-    x: Tensor, z: Tensor, alpha: Tensor, dims: List[int], eps: float, leak: float,
+    x: Tensor, z: Tensor, alpha: Tensor, dims: list[int], eps: float, leak: float,
     cdt: torch.dtype,
-) -> Tuple[Tensor, Tensor, Tensor]:
+) -> tuple[Tensor, Tensor, Tensor]:
     """:func:`_ash_fwd_math` with temporaries updated in place (no graph may be recorded)."""
     xc, zc, ac = x.to(cdt), z.to(cdt), alpha.to(cdt)
     scale = _max_abs(xc, dims).clamp(min=1.0)
@@ -304,8 +304,8 @@ def _ash_fwd_inplace(
 
 def _ash_bwd_inplace(
     grad: Tensor, x: Tensor, mu: Tensor, sigma: Tensor, z: Tensor, alpha: Tensor,
-    dims: List[int], leak: float, need_x: bool, need_z: bool, need_alpha: bool,
-) -> Tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor]]:
+    dims: list[int], leak: float, need_x: bool, need_z: bool, need_alpha: bool,
+) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
     """First-order :func:`_ash_bwd_math` with in-place temporaries (no graph recorded)."""
     cdt = mu.dtype
     xc, zc, ac, g = x.to(cdt), z.to(cdt), alpha.to(cdt), grad.to(cdt)
@@ -358,8 +358,8 @@ class _ASHFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(  # type: ignore[override]
-        x: Tensor, z: Tensor, alpha: Tensor, dims: Tuple[int, ...], eps: float, leak: float
-    ) -> Tuple[Tensor, Tensor, Tensor]:
+        x: Tensor, z: Tensor, alpha: Tensor, dims: tuple[int, ...], eps: float, leak: float
+    ) -> tuple[Tensor, Tensor, Tensor]:
         cdt = compute_dtype(x, z, alpha)
         if torch._C._are_functorch_transforms_active():  # in-place ops lack vmap rules
             return _ash_fwd_math(x, z, alpha, list(dims), eps, leak, cdt)
@@ -371,7 +371,7 @@ class _ASHFunction(torch.autograd.Function):
         return _ash_fwd_inplace(x, z, alpha, list(dims), eps, leak, cdt)
 
     @staticmethod
-    def setup_context(ctx: Any, inputs: Tuple[Any, ...], output: Tuple[Tensor, ...]) -> None:
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, ...]) -> None:
         x, z, alpha, dims, _, leak = inputs
         _, mu, sigma = output
         ctx.save_for_backward(x, mu, sigma, z, alpha)
@@ -381,9 +381,9 @@ class _ASHFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(  # type: ignore[override]
-        ctx: Any, grad: Optional[Tensor], grad_mu: Optional[Tensor],
-        grad_sigma: Optional[Tensor],
-    ) -> Tuple[Optional[Tensor], ...]:
+        ctx: Any, grad: Tensor | None, grad_mu: Tensor | None,
+        grad_sigma: Tensor | None,
+    ) -> tuple[Tensor | None, ...]:
         x, mu, sigma, z, alpha = ctx.saved_tensors
         dims, leak = ctx.dims, ctx.leak
         needs = (ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2])
@@ -407,8 +407,8 @@ class _ASHFunction(torch.autograd.Function):
 
     @staticmethod
     def jvp(  # type: ignore[override]
-        ctx: Any, x_t: Optional[Tensor], z_t: Optional[Tensor], a_t: Optional[Tensor], *_: Any
-    ) -> Tuple[Tensor, Tensor, Tensor]:
+        ctx: Any, x_t: Tensor | None, z_t: Tensor | None, a_t: Tensor | None, *_: Any
+    ) -> tuple[Tensor, Tensor, Tensor]:
         x, mu, sigma, z, alpha = ctx.saved_tensors
         return _ash_jvp_math(x, mu, sigma, z, alpha, list(ctx.dims), ctx.leak, x_t, z_t, a_t)
 
@@ -525,14 +525,17 @@ def ash_topk(
         raise TypeError(f"k must be a float in (0, 1], got {type(k).__name__} {k!r}")
     if not 0.0 < k <= 1.0:
         raise ValueError(f"k (fraction of each sample kept) must lie in (0, 1], got {k!r}")
-    d = normalize_dims(x, dims)
-    dest = tuple(range(x.dim() - len(d), x.dim()))
-    with torch.no_grad():
-        moved = x.detach().movedim(d, dest)
-        flat = moved.reshape(*moved.shape[: x.dim() - len(d)], -1)
-        n = int(flat.shape[-1])  # a Python int also under torch.jit.trace
-        m = max(1, round(k * n))
-        # the m-th largest value; topk (not kthvalue) because ONNX has a TopK operator
-        threshold = flat.topk(m, dim=-1, largest=True, sorted=True).values[..., -1:]
-        mask = (flat >= threshold).reshape(moved.shape).movedim(dest, d)
-    return x * mask
+    return x * _topk_mask(x, float(k), list(normalize_dims(x, dims)))
+
+
+def _topk_mask(x: Tensor, k: float, dims: list[int]) -> Tensor:
+    """The keep-mask of :func:`ash_topk` (a constant for autograd; also TorchScript)."""
+    nd = x.dim()
+    dest = list(range(nd - len(dims), nd))
+    moved = x.detach().movedim(dims, dest)
+    flat = moved.reshape(list(moved.shape[: nd - len(dims)]) + [-1])
+    n = int(flat.shape[-1])  # a Python int also under torch.jit.trace
+    m = max(1, int(round(k * n)))
+    # the m-th largest value; topk (not kthvalue) because ONNX has a TopK operator
+    threshold = flat.topk(m, dim=-1, largest=True, sorted=True).values[..., -1:]
+    return (flat >= threshold).reshape(moved.shape).movedim(dest, dims)
