@@ -146,3 +146,25 @@ def test_jit_script_forward_gradients_and_save(name: str, factory, shape) -> Non
     buffer.seek(0)
     loaded = torch.jit.load(buffer)
     torch.testing.assert_close(loaded(x), want, rtol=1e-6, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# an outer torch.compile
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "factory", "shape"),
+                         [c for c in LAYERS if c[0] in ("ash_per_channel", "agc_mean",
+                                                        "agc_act_leaky")],
+                         ids=["ash_per_channel", "agc_mean", "agc_act_leaky"])
+def test_outer_torch_compile_fullgraph(name: str, factory, shape) -> None:
+    """Inside torch.compile the layers record their formulas (dynamo cannot inline an
+    autograd.Function with a custom jvp): one graph, same output and gradients."""
+    module = _perturbed(factory).train()
+    compiled = torch.compile(module, fullgraph=True)
+    x = torch.randn(shape, requires_grad=True)
+    out, want = compiled(x), module(x)
+    torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-6)
+    got_g = torch.autograd.grad(out.square().sum(), [x, *module.parameters()])
+    want_g = torch.autograd.grad(want.square().sum(), [x, *module.parameters()])
+    for g, w in zip(got_g, want_g, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)

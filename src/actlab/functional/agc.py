@@ -28,7 +28,11 @@ is linear in ``h``, so with ``g`` the incoming gradient and ``S`` the spatial si
     ∂L/∂λ = −Σ g γ m                       ∂L/∂β = Σ g
 
 It saves only the input ``h`` and the (N, C) means. :func:`agc_act` fuses AGC with a ReLU /
-leaky ReLU and saves only its output (see there). :func:`agc_reference` is a plain composition
+leaky ReLU and saves only its output (see there). Each has one formula per direction
+(``_agc*_fwd_math``, ``_bwd_math``, ``_jvp_math``), run eagerly and compiled by the
+``"compiled"`` backend, differentiable for double backward and ``torch.func``; traced, scripted,
+exported or inside ``torch.compile`` the formulas' plain ops are recorded. Inputs with a single
+spatial position per sample, like (N, C), are refused. :func:`agc_reference` is a plain composition
 of torch ops used as the test oracle.
 """
 

@@ -19,8 +19,14 @@ threshold keep a slope of ``leak`` instead of being shut off.
 
 :func:`ash` is a :class:`torch.autograd.Function` with a hand-written backward that differentiates
 through ``μ_X`` and ``σ_X`` and saves only the input, the per-sample statistics and the (small)
-parameters; the sigmoid is recomputed in backward. :func:`ash_reference` is the same formula as a
-plain composition of torch operations (test oracle and benchmark baseline).
+parameters; the sigmoid is recomputed in backward. Its math is one formula per direction
+(:func:`_ash_fwd_math`, :func:`_ash_bwd_math`, :func:`_ash_jvp_math`), run eagerly and compiled
+by the ``"compiled"`` backend; first-order eager passes use in-place kernels
+(:func:`_ash_fwd_inplace`, :func:`_ash_bwd_inplace`, 2–5× faster on CPU). Double backward,
+``torch.func`` transforms (vmap: per vmapped slice) and forward-mode AD are supported; traced,
+scripted, exported or inside ``torch.compile`` the formula's plain ops are recorded.
+:func:`ash_reference` is the same formula as a plain composition of torch operations (test oracle
+and benchmark baseline).
 """
 
 from __future__ import annotations

@@ -97,10 +97,12 @@ def exporting() -> bool:
 
 def composition_only() -> bool:
     """Whether a layer should record its formula's plain ops instead of its autograd.Function:
-    while ``torch.jit.trace``, ONNX export or ``torch.export`` build a graph of ATen ops."""
+    while ``torch.jit.trace``, ONNX export, ``torch.export`` or an outer ``torch.compile`` build
+    a graph of ATen ops (dynamo cannot inline a Function with a custom ``jvp``; AOTAutograd
+    differentiates the formula and inductor fuses it)."""
     return (
         torch.jit.is_tracing()
-        or torch.compiler.is_exporting()
+        or torch.compiler.is_compiling()
         or torch.onnx.is_in_onnx_export()
     )
 
