@@ -375,9 +375,9 @@ def test_error_messages() -> None:
         agc(torch.randn(2, 4))
     with pytest.raises(ValueError, match="at least one spatial dim"):
         AGC(4)(torch.randn(2, 4))
-    with pytest.raises(ValueError, match="dim=1 and expects a 3-d input"):
+    with pytest.raises(ValueError, match="dim=1\\) expects a 3-d input"):
         AGC(4, dim=1)(x)
-    with pytest.raises(ValueError, match="num_features=3"):
+    with pytest.raises(ValueError, match=r"\(C,\) = \(4,\) .* got \(3,\) \(num_features=3"):
         AGC(3)(x)
     with pytest.raises(ValueError, match="dim must be None or"):
         AGC(4, dim=0)

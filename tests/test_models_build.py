@@ -104,8 +104,25 @@ def norm_types(norm: str) -> tuple[type, ...]:
     return tuple(types)
 
 
+# Inputs that keep every feature map larger than 1×1 where the CASES input shrinks to 1×1,
+# which AGC refuses (its spatial mean would be the input itself).
+AGC_INPUTS = {
+    "densenet121": lambda: img(3, 16),
+    "efficientnet_b0": lambda: img(3, 32),
+    "mobilenetv2": lambda: img(3, 16),
+    "preact_resnet18": lambda: img(3, 16),
+    "shufflenetv2": lambda: img(3, 16),
+    "shufflenetv2_0_5": lambda: img(3, 16),
+    "unet": lambda: img(3, 32, 16),  # output (B, 3, 32, 16)
+}
+
+
 def build(name: str, act: str, norm: str | None) -> tuple[nn.Module, object, tuple]:
     kwargs, make_input, shape = CASES[name]
+    if norm == "agc" and name in AGC_INPUTS:
+        make_input = AGC_INPUTS[name]
+        if name == "unet":
+            shape = (B, 3, 32, 16)
     torch.manual_seed(0)
     kw = dict(kwargs, act=act)
     if norm is not None:

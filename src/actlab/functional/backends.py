@@ -40,6 +40,8 @@ __all__ = [
     "compile_failures",
     "reset_compiled",
     "run_compiled",
+    "composition_only",
+    "first_order_only",
 ]
 
 BACKENDS = ("eager", "compiled", "auto")
@@ -91,6 +93,24 @@ def exporting() -> bool:
         return True
     onnx = getattr(torch, "onnx", None)
     return bool(onnx is not None and onnx.is_in_onnx_export())
+
+
+def composition_only() -> bool:
+    """Whether a layer should record its formula's plain ops instead of its autograd.Function:
+    while ``torch.jit.trace``, ONNX export, ``torch.export`` or an outer ``torch.compile`` build
+    a graph of ATen ops (dynamo cannot inline a Function with a custom ``jvp``; AOTAutograd
+    differentiates the formula and inductor fuses it)."""
+    return (
+        torch.jit.is_tracing()
+        or torch.compiler.is_compiling()
+        or torch.onnx.is_in_onnx_export()
+    )
+
+
+def first_order_only() -> bool:
+    """Whether a backward may skip recording a graph: no ``create_graph`` and no ``torch.func``
+    transform active (those need a differentiable backward)."""
+    return not torch.is_grad_enabled() and not torch._C._are_functorch_transforms_active()
 
 
 def use_compiled(x: Tensor) -> bool:

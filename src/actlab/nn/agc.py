@@ -21,7 +21,15 @@ import math
 import torch
 from torch import nn
 
-from actlab.functional.agc import ACTS, MODES, agc, agc_act
+from actlab.functional.agc import (
+    ACTS,
+    MODES,
+    _agc_act_fwd_math,
+    _agc_fwd_math,
+    _agc_local_math,
+    agc,
+    agc_act,
+)
 from actlab.registry import register_norm_type
 
 __all__ = ["AGC", "AGCAct"]
@@ -52,7 +60,8 @@ def _check_float(value: float, name: str) -> float:
 
 
 class _AGCBase(nn.Module):
-    """Parameters ``lam`` (λ), ``weight`` (γ), ``bias`` (β), input checks, stats and repr."""
+    """Parameters ``lam`` (λ), ``weight`` (γ), ``bias`` (β), stats and repr (the input is
+    checked by the functional op, after ``__torch_function__`` dispatch, so fx can trace)."""
 
     def __init__(
         self,
@@ -88,26 +97,13 @@ class _AGCBase(nn.Module):
                 self.weight.fill_(1.0)
                 self.bias.zero_()
 
-    def _check_input(self, h: torch.Tensor) -> None:
-        if not isinstance(h, torch.Tensor):
-            raise TypeError(f"{type(self).__name__} expects a tensor, got {type(h).__name__}")
-        if self.dim is not None and h.dim() != self.dim + 2:
-            raise ValueError(
-                f"{type(self).__name__} was built with dim={self.dim} and expects a "
-                f"{self.dim + 2}-d input (N, C{', *spatial' if self.dim else ''}), got shape "
-                f"{tuple(h.shape)}"
-            )
-        if h.dim() < 3:
-            raise ValueError(
-                f"{type(self).__name__} needs an input (N, C, *spatial) with at least one spatial "
-                f"dim, got shape {tuple(h.shape)}: for (N, C) features the spatial mean is the "
-                "input itself and AGC would degenerate to an affine map"
-            )
-        if h.shape[1] != self.num_features:
-            raise ValueError(
-                f"{type(self).__name__} has num_features={self.num_features} but the input of "
-                f"shape {tuple(h.shape)} has {h.shape[1]} channels in dim 1"
-            )
+    def _script_params(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.dtype]:
+        """TorchScript: (γ, β) with the defaults 1 and 0 when not affine, and the compute dtype."""
+        weight, bias = self.weight, self.bias
+        gamma = weight if weight is not None else torch.ones_like(self.lam)
+        beta = bias if bias is not None else torch.zeros_like(self.lam)
+        cdt = torch.promote_types(torch.promote_types(h.dtype, self.lam.dtype), gamma.dtype)
+        return gamma, beta, torch.promote_types(cdt, torch.float32)
 
     @torch.no_grad()
     def layer_stats(self) -> dict[str, float]:
@@ -170,8 +166,20 @@ class AGC(_AGCBase):
         super().__init__(num_features, lam_init, affine, learn_lam, dim)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        self._check_input(h)
-        return agc(h, self.lam, self.weight, self.bias, mode=self.mode, window=self.window)
+        if torch.jit.is_scripting():
+            return self._scripted(h)
+        return agc(
+            h, self.lam, self.weight, self.bias, mode=self.mode, window=self.window,
+            spatial_dims=self.dim,
+        )
+
+    def _scripted(self, h: torch.Tensor) -> torch.Tensor:
+        """TorchScript forward: the same formulas as plain ops that autograd differentiates
+        (no input checks)."""
+        gamma, beta, cdt = self._script_params(h)
+        if self.mode == "mean":
+            return _agc_fwd_math(h, self.lam, gamma, beta, cdt)[0]
+        return _agc_local_math(h, self.lam, gamma, beta, self.mode, self.window, cdt)
 
     def extra_repr(self) -> str:
         parts = self._repr_parts()
@@ -224,10 +232,13 @@ class AGCAct(_AGCBase):
         super().__init__(num_features, lam_init, affine, learn_lam, dim)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        self._check_input(h)
+        if torch.jit.is_scripting():
+            gamma, beta, cdt = self._script_params(h)
+            slope = 0.0 if self.act == "relu" else self.negative_slope
+            return _agc_act_fwd_math(h, self.lam, gamma, beta, slope, self.eps, cdt)[0]
         return agc_act(
             h, self.lam, self.weight, self.bias, act=self.act,
-            negative_slope=self.negative_slope, eps=self.eps,
+            negative_slope=self.negative_slope, eps=self.eps, spatial_dims=self.dim,
         )
 
     def extra_repr(self) -> str:

@@ -18,7 +18,14 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from actlab.functional.ash import ash, ash_logits, ash_topk, z_from_k
+from actlab.functional.ash import (
+    _ash_fwd_math,
+    _topk_mask,
+    ash,
+    ash_logits,
+    ash_topk,
+    z_from_k,
+)
 from actlab.registry import register_activation_type
 
 __all__ = ["ASH", "FASH", "LASH", "ASHTopK"]
@@ -28,6 +35,26 @@ def _positive_int(value: int, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
     return value
+
+
+def _recording() -> bool:
+    """True while fx, TorchScript, jit.trace, dynamo or export record the forward (activity
+    tracking, a Python float, is skipped then)."""
+    return (
+        torch.fx._symbolic_trace.is_fx_tracing()
+        or torch.jit.is_tracing()
+        or torch.compiler.is_compiling()
+    )
+
+
+def _script_dims(dims: list[int], nd: int) -> list[int]:
+    """TorchScript: sorted non-negative statistics dims; ``[0]`` means every non-batch dim."""
+    if dims == [0]:
+        return list(range(1, nd))
+    out: list[int] = []
+    for d in dims:
+        out.append(d % nd)
+    return sorted(out)
 
 
 def _dims_tuple(dims: Sequence[int] | int | None) -> tuple[int, ...] | None:
@@ -61,7 +88,8 @@ class ASH(nn.Module):
 
     Attributes:
         track_activity: when True, every forward stores ``last_active_fraction``, the fraction of
-            elements whose sigmoid gate is > 0.5 (i.e. above the threshold), under no_grad.
+            elements whose sigmoid gate is > 0.5 (i.e. above the threshold), under no_grad
+            (not while fx, jit or torch.compile/export record the forward).
 
     Shape: any (N, ...) input; output of the same shape and dtype.
     """
@@ -101,6 +129,9 @@ class ASH(nn.Module):
         self.alpha_init = float(alpha)
         self.num_parameters = _positive_int(num_parameters, "num_parameters")
         self.dims = _dims_tuple(dims)
+        # statistics dims for TorchScript, whose attributes need a typed non-empty list: [0]
+        # (the batch dim, never a statistics dim) stands for every non-batch dim
+        self._dims_list = list(self.dims) if self.dims is not None else [0]
         self.eps = float(eps)
         self.inplace = bool(inplace)
         self.leak = float(leak)
@@ -117,27 +148,35 @@ class ASH(nn.Module):
             self.z.fill_(self.z_init)
             self.alpha.fill_(self.alpha_init)
 
-    def _shaped(self, p: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        if self.num_parameters == 1:
-            return p.reshape(())
-        if x.dim() < 2 or x.shape[1] != self.num_parameters:
-            raise ValueError(
-                f"{type(self).__name__} has num_parameters={self.num_parameters} (one per channel) "
-                f"but the input of shape {tuple(x.shape)} has "
-                f"{x.shape[1] if x.dim() >= 2 else 'no'} channels in dim 1"
-            )
-        return p.view(1, -1, *([1] * (x.dim() - 2)))
+    def _param(self, p: torch.Tensor) -> torch.Tensor:
+        """Shared: a 0-d view; per channel: the (C,) tensor (``ash`` reshapes it)."""
+        return p.reshape(()) if self.num_parameters == 1 else p
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z, alpha = self._shaped(self.z, x), self._shaped(self.alpha, x)
-        if self.track_activity:
+        if torch.jit.is_scripting():
+            return self._scripted(x)
+        per_channel = self.num_parameters != 1
+        z, alpha = self._param(self.z), self._param(self.alpha)
+        if self.track_activity and not _recording():
             with torch.no_grad():
-                t = ash_logits(x, z, alpha, self.dims, self.eps)
+                t = ash_logits(x, z, alpha, self.dims, self.eps, per_channel=per_channel)
                 self.last_active_fraction = float((t > 0).float().mean())
-        if self.inplace and not (torch.is_grad_enabled() and x.requires_grad):
-            with torch.no_grad():
-                return x.copy_(ash(x, z, alpha, self.dims, self.eps, self.leak))
-        return ash(x, z, alpha, self.dims, self.eps, self.leak)
+        return ash(
+            x, z, alpha, self.dims, self.eps, self.leak, per_channel=per_channel,
+            inplace=self.inplace,
+        )
+
+    def _scripted(self, x: torch.Tensor) -> torch.Tensor:
+        """TorchScript forward: the same formula (:func:`_ash_fwd_math`) as plain ops that
+        autograd differentiates; no argument checks, no activity tracking, no in-place result."""
+        nd = x.dim()
+        dims = _script_dims(self._dims_list, nd)
+        shape = [1, -1] + [1] * (nd - 2)
+        z = self.z.reshape([]) if self.num_parameters == 1 else self.z.view(shape)
+        alpha = self.alpha.reshape([]) if self.num_parameters == 1 else self.alpha.view(shape)
+        cdt = torch.promote_types(torch.promote_types(x.dtype, z.dtype), alpha.dtype)
+        cdt = torch.promote_types(cdt, torch.float32)
+        return _ash_fwd_math(x, z, alpha, dims, self.eps, self.leak, cdt)[0]
 
     @torch.no_grad()
     def layer_stats(self) -> dict[str, float]:
@@ -221,6 +260,7 @@ class ASHTopK(nn.Module):
     gradient passes through the kept elements. See :func:`actlab.functional.ash.ash_topk`.
     """
 
+
     def __init__(
         self, k: float = 0.5, dims: Sequence[int] | int | None = None, inplace: bool = False
     ) -> None:
@@ -229,9 +269,14 @@ class ASHTopK(nn.Module):
             raise ValueError(f"k (fraction of each sample kept) must lie in (0, 1], got {k!r}")
         self.k = float(k)
         self.dims = _dims_tuple(dims)
+        # statistics dims for TorchScript, whose attributes need a typed non-empty list: [0]
+        # (the batch dim, never a statistics dim) stands for every non-batch dim
+        self._dims_list = list(self.dims) if self.dims is not None else [0]
         self.inplace = bool(inplace)  # accepted for drop-in use; the result is never in place
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_scripting():
+            return x * _topk_mask(x, self.k, _script_dims(self._dims_list, x.dim()))
         return ash_topk(x, self.k, self.dims)
 
     def extra_repr(self) -> str:
