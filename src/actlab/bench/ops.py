@@ -7,7 +7,7 @@ is forward+backward time over the reference case's, and "saved" is the bytes aut
 backward (measured with saved-tensor hooks, parameters excluded) in units of the input's size.
 
 Cases whose name ends in ``_compiled`` run with the ``"compiled"`` backend of
-:mod:`actlab.functional.fused` (the fused kernels, compiled before timing); the others run eager.
+:mod:`actlab.functional.backends` (the fused kernels, compiled before timing); the others run eager.
 ``_naive`` cases are the layers written as plain compositions of torch ops (the unfused baseline).
 ``python -m actlab.bench ops``.
 """

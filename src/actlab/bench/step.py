@@ -3,7 +3,7 @@
 Each configuration is a ``small_resnet`` (ResNet-8 of :mod:`actlab.models`, width 16 by default)
 with one activation (``relu``, ``sau``, ``ash``) and one normalisation (``bn``, ``agc``,
 ``agc_act``) everywhere, run eager or with the ``"compiled"`` backend of
-:mod:`actlab.functional.fused`. ``agc_act`` is the ReLU/AGC network with every ``norm → act``
+:mod:`actlab.functional.backends`. ``agc_act`` is the ReLU/AGC network with every ``norm → act``
 pair (stem and first convolution of each block) replaced by the fused :class:`AGCAct`; the
 norms not followed by an activation stay plain AGC, so the function is the same as ``agc``.
 
