@@ -71,6 +71,10 @@ class TrainConfig:
             with ``p_c`` the class frequency in the training labels, normalised to mean 1).
         label_smoothing: cross-entropy label smoothing in ``[0, 1)``.
         grad_clip: clip the global gradient 2-norm to this value (None: no clipping).
+        gems: Deep Control's GEMS (B. Ruff 2017): ``"none"``, ``"channel"`` or ``"layer"``
+            — divide each ReLU-gated layer's gradient by its fraction of non-saturated points,
+            per output channel or per layer (:class:`actlab.train.gems.GEMS`; before clipping).
+        gems_floor: lower bound of that fraction (largest gradient scale ``1/gems_floor``).
         seed: seed of every random number generator the loop uses.
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         deterministic: ask torch for deterministic kernels (``use_deterministic_algorithms``).
@@ -104,6 +108,8 @@ class TrainConfig:
     class_weights: str = setting("none", Choice("none", "enet"))
     label_smoothing: float = setting(0.0, Float(0.0, 1.0, hi_open=True))
     grad_clip: float | None = setting(None, Optional(Float(0.0, lo_open=True)))
+    gems: str = setting("none", Choice("none", "channel", "layer"))
+    gems_floor: float = setting(0.01, Float(0.0, 1.0, lo_open=True))
     seed: int = setting(0, Int())
     device: str = setting("auto", Device)
     deterministic: bool = setting(False, Bool)
