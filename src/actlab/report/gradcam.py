@@ -149,13 +149,15 @@ def gradcam_figure(
     layer: str | None = None,
     cmap: str = "viridis",
     class_names: Sequence[str] | None = None,
+    outline: bool = True,
 ) -> Any:
     """A matplotlib Figure: one row per image, the input then each model's Grad-CAM map.
 
     Maps are for the true label (``labels``); each panel title gives the model name and its
     predicted class (marked ✗ when wrong). ``images`` are (N, C, H, W); the first channel (or
     the channel mean) is drawn in grey. ``cmap`` should be perceptually uniform and colour-blind
-    safe (``viridis``, ``cividis``).
+    safe (``viridis``, ``cividis``). ``outline`` draws the input's half-intensity contour in white
+    over each map, so that the map can be read against the object.
     """
     import matplotlib.pyplot as plt
 
@@ -187,6 +189,11 @@ def gradcam_figure(
             axes[i, 0].set_title(f"label {names(int(labels[i]))}", fontsize=8)
             for j, name in enumerate(models, start=1):
                 image = axes[i, j].imshow(maps[name][i].cpu().numpy(), cmap=cmap, vmin=0, vmax=1)
+                if outline and grey.dim() == 3:
+                    g = grey[i].cpu().numpy()
+                    level = float(g.min() + 0.5 * (g.max() - g.min()))
+                    if g.max() > g.min():
+                        axes[i, j].contour(g, levels=[level], colors="white", linewidths=0.7)
                 p = int(preds[name][i])
                 mark = "" if p == int(labels[i]) else " ✗"
                 axes[i, j].set_title(f"{name}: {names(p)}{mark}", fontsize=8)
