@@ -180,3 +180,20 @@ def _splits(x: torch.Tensor, y: torch.Tensor):
         train=TensorDataset(x[:48], y[:48]), val=TensorDataset(x[48:56], y[48:56]),
         test=TensorDataset(x[56:], y[56:]), num_classes=2, task="classification",
     )
+
+
+@pytest.mark.parametrize("norm", ["bn", "agc", "agc_act", "agc_noise"])
+def test_zoo_model_pairs_every_relu_gated_conv_with_its_norm(norm):
+    from actlab.registry import MODELS
+
+    torch.manual_seed(0)
+    model = MODELS.build("tiny_cnn", num_classes=10, norm=norm)
+    gems = GEMS(model)
+    model(torch.randn(4, 1, 8, 8)).sum().backward()
+    fractions = gems.fractions()
+    blocks = [model.features.conv1, model.features.conv2, model.features.conv3]
+    assert set(fractions) == {b.conv for b in blocks}  # the linear head is not gated
+    for b in blocks:
+        assert gems._entries[id(b.conv)].norms == [b.norm]
+        assert float(fractions[b.conv].min()) > 0 and float(fractions[b.conv].max()) < 1
+    gems.remove()
