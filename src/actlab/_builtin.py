@@ -11,8 +11,10 @@ Names:
   closed form) and ``gelu``, ``silu``, ``elu``, ``softplus``, ``mish``, ``tanh`` (quadrature):
   :class:`actlab.nn.Smoothed` with ``n=`` (default 20000), ``kernel="gaussian"|"bump"``.
 - ``ash`` (learnable z, α), ``fash`` (fixed), ``lash`` (leaky), ``ash_topk`` (exact top-k rule).
-- norms ``agc`` (Deep Control's gain control, :class:`actlab.nn.AGC`) and ``agc_act`` (AGC fused
-  with a (leaky) ReLU, :class:`actlab.nn.AGCAct`), built as ``f(num_channels, dim=2, **kw)``.
+- norms ``agc`` (Deep Control's gain control, :class:`actlab.nn.AGC`), ``agc_act`` (AGC fused
+  with a (leaky) ReLU, :class:`actlab.nn.AGCAct`) and ``agc_noise`` (AGC plus training-mode
+  Gaussian noise, :class:`actlab.nn.AGCNoise`, ``sigma=``, ``per=``), built as
+  ``f(num_channels, dim=2, **kw)``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from torch import nn
 
 from actlab.nn.agc import AGC, AGCAct
 from actlab.nn.ash import ASH, FASH, LASH, ASHTopK
+from actlab.nn.noise import AGCNoise
 from actlab.nn.sau import SAU
 from actlab.nn.smoothing import Smoothed
 from actlab.registry import (
@@ -62,6 +65,10 @@ def _agc(num_channels: int, dim: int = 2, **kwargs: Any) -> nn.Module:
     return AGC(num_channels, dim=dim, **kwargs)
 
 
+def _agc_noise(num_channels: int, dim: int = 2, **kwargs: Any) -> nn.Module:
+    return AGCNoise(num_channels, dim=dim, **kwargs)
+
+
 def _agc_act(num_channels: int, dim: int = 2, **kwargs: Any) -> nn.Module:
     return AGCAct(num_channels, dim=dim, **kwargs)
 
@@ -84,3 +91,5 @@ if "agc" not in NORMS:
         register_norm_type(_cls)
     register_norm("agc", _agc, aliases=("gain_control",))
     register_norm("agc_act", _agc_act)
+if "agc_noise" not in NORMS:
+    register_norm("agc_noise", _agc_noise)

@@ -74,6 +74,10 @@ class TrainConfig:
             only: soft IoU of the class contours, Deep Control; see ``actlab.train.contour``).
             ``class_weights`` and ``label_smoothing`` apply to ``"ce"`` only.
         grad_clip: clip the global gradient 2-norm to this value (None: no clipping).
+        gems: Deep Control's GEMS (B. Ruff 2017): ``"none"``, ``"channel"`` or ``"layer"``
+            — divide each ReLU-gated layer's gradient by its fraction of non-saturated points,
+            per output channel or per layer (:class:`actlab.train.gems.GEMS`; before clipping).
+        gems_floor: lower bound of that fraction (largest gradient scale ``1/gems_floor``).
         seed: seed of every random number generator the loop uses.
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         deterministic: ask torch for deterministic kernels (``use_deterministic_algorithms``).
@@ -109,6 +113,8 @@ class TrainConfig:
     # ---- criterion (segmentation: Deep Control's contour-IoU loss) ---------------------------
     loss: str = setting("ce", Choice("ce", "contour_iou"))
     grad_clip: float | None = setting(None, Optional(Float(0.0, lo_open=True)))
+    gems: str = setting("none", Choice("none", "channel", "layer"))
+    gems_floor: float = setting(0.01, Float(0.0, 1.0, lo_open=True))
     seed: int = setting(0, Int())
     device: str = setting("auto", Device)
     deterministic: bool = setting(False, Bool)

@@ -31,6 +31,7 @@ from actlab.train.config import TrainConfig
 from actlab.train.distributed import DistInfo, init_distributed, shard_bounds
 from actlab.train.distributed import all_reduce_sum as _all_reduce_sum
 from actlab.train.evaluate import collect_layer_stats, tracking_activity
+from actlab.train.gems import GEMS
 from actlab.train.loggers import EpochLogger
 from actlab.train.metrics import enet_class_weights
 from actlab.train.optim import build_optimizer, build_scheduler
@@ -274,6 +275,7 @@ def _train(
         )
 
     bar = EpochProgress(progress if world.is_main else False, cfg.epochs, len(history))
+    gems = GEMS(model, cfg.gems, cfg.gems_floor) if cfg.gems != "none" else None
     status = "interrupted"
     try:
         for epoch in range(len(history) + 1, cfg.epochs + 1):
@@ -313,6 +315,8 @@ def _train(
                 loss = loss_sum * world.world_size / norm
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
+                if gems is not None:
+                    gems.rescale_()
                 if cfg.grad_clip is not None:
                     scaler.unscale_(optimizer)
                     nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -373,6 +377,8 @@ def _train(
         raise
     finally:
         bar.close()
+        if gems is not None:
+            gems.remove()
         loader = None  # stops persistent DataLoader workers
         for logger in loggers:
             logger.close(status)
