@@ -114,15 +114,17 @@ AGC_INPUTS = {
     "shufflenetv2": lambda: img(3, 16),
     "shufflenetv2_0_5": lambda: img(3, 16),
     "unet": lambda: img(3, 32, 16),  # output (B, 3, 32, 16)
+    "classnet": lambda: img(3, 24, 20),  # output (B, 3, 24, 20)
 }
+#: output shapes of the dense-prediction models fed an AGC_INPUTS input
+AGC_SHAPES = {"unet": (B, 3, 32, 16), "classnet": (B, 3, 24, 20)}
 
 
 def build(name: str, act: str, norm: str | None) -> tuple[nn.Module, object, tuple]:
     kwargs, make_input, shape = CASES[name]
     if norm == "agc" and name in AGC_INPUTS:
         make_input = AGC_INPUTS[name]
-        if name == "unet":
-            shape = (B, 3, 32, 16)
+        shape = AGC_SHAPES.get(name, shape)
     torch.manual_seed(0)
     kw = dict(kwargs, act=act)
     if norm is not None:
