@@ -19,6 +19,8 @@ name                      source                  test split
 ``synthetic_shapes``      generated               carved 20 %, fixed seed
 ``synthetic_detection``   generated (boxes)       carved 20 %, fixed seed
 ``voc``                   VOCdevkit folders       official VOC2007 test
+``scan``                  generated (seq2seq)     carved 20 %, fixed seed
+``wmt``                   parallel text files     official newstest2014
 ========================  ======================  ==========================================
 
 For file-based datasets ``data_dir`` defaults to ``$ACTLAB_DATA`` or ``~/.cache/actlab/data``;
@@ -39,11 +41,13 @@ from actlab.data.files import default_data_dir
 from actlab.data.idx import load_idx_dataset
 from actlab.data.mnist1d_data import mnist1d_arrays
 from actlab.data.prepare import Source, prepare_splits
+from actlab.data.scan import scan
 from actlab.data.shapes_detection import synthetic_detection
 from actlab.data.svhn import load_svhn
 from actlab.data.synthetic import SHAPE_CLASSES, make_shapes
 from actlab.data.tiny_imagenet import load_tiny_imagenet
 from actlab.data.voc import voc
+from actlab.data.wmt import wmt
 from actlab.registry import DATASETS
 
 __all__ = ["load_dataset", "list_datasets", "COMMON_OPTIONS", "dataset_options"]
@@ -248,6 +252,8 @@ _BUILDERS = {
     "synthetic_shapes": (synthetic_shapes, ("shapes",)),
     "synthetic_detection": (synthetic_detection, ("shapes_detection",)),
     "voc": (voc, ("pascal_voc", "voc_detection")),
+    "scan": (scan, ("scan_simple",)),
+    "wmt": (wmt, ("wmt14", "wmt14_en_de")),
 }
 _OWN = {fn for fn, _ in _BUILDERS.values()}
 for _name, (_fn, _aliases) in _BUILDERS.items():
