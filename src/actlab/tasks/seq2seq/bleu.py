@@ -22,8 +22,11 @@ def _bleu():
 
 
 def bleu_signature() -> str:
-    """sacreBLEU's signature of the BLEU configuration used here."""
-    return str(_bleu().get_signature())
+    """sacreBLEU's signature of the BLEU configuration used here (sacreBLEU only gives one
+    after scoring, so a one-sentence corpus is scored first)."""
+    bleu = _bleu()
+    bleu.corpus_score(["a"], [["a"]])
+    return str(bleu.get_signature())
 
 
 def corpus_bleu(hypotheses: Sequence[str], references: Sequence[str]) -> tuple[float, str]:
