@@ -13,10 +13,6 @@ import pytest
 from actlab.tasks.detection.metrics import coco_map, iou_matrix, voc_map
 from actlab.tasks.detection.targets import ImageTargets
 
-pycocotools = pytest.importorskip("pycocotools")
-from pycocotools.coco import COCO  # noqa: E402
-from pycocotools.cocoeval import COCOeval  # noqa: E402
-
 NUM_CLASSES = 4  # background + 3
 
 
@@ -24,6 +20,8 @@ NUM_CLASSES = 4  # background + 3
 def pycoco_map(dets, gts, num_classes):
     """(AP@[.5:.95], AP50) from pycocotools; difficult objects are given area -1, which makes
     COCOeval ignore them (outside the 'all' area range) without treating them as crowds."""
+    COCO = pytest.importorskip("pycocotools.coco").COCO
+    COCOeval = pytest.importorskip("pycocotools.cocoeval").COCOeval
     images = [{"id": i + 1} for i in range(len(gts))]
     anns, k = [], 1
     for i, g in enumerate(gts):

@@ -160,6 +160,8 @@ def test_match_against_a_naive_loop():
             tb = t[i, torch.tensor(which)[pos], :4]  # the packed (float32-rounded) boxes
             torch.testing.assert_close(loc[i][pos], encode(tb, priors[pos]))
     assert (labels[1] == 0).all()  # no objects
+    none, _ = match(torch.zeros(2, 0, 6, dtype=torch.float64), priors)
+    assert none.shape == (2, priors.shape[0]) and (none == 0).all()
     assert 2 in labels[3].tolist()  # the later twin won its best prior
     # without difficult objects
     objs_d = [ImageTargets(objs[0].boxes, objs[0].labels, np.array([True, False, False]))]
@@ -266,3 +268,38 @@ def test_postprocess_decodes_scores_and_suppresses():
     det2 = postprocess(out, priors, score_threshold=0.3, nms_threshold=0.9)[0]
     assert det2.labels.tolist() == [2, 1, 1]
     assert postprocess(out, priors, score_threshold=0.3, max_detections=1)[0].labels.tolist() == [2]
+    background = torch.zeros(2, 16, 7)
+    background[..., 4] = 20.0
+    assert [len(d.scores) for d in postprocess(background, priors)] == [0, 0]
+    assert postprocess(background[:0], priors) == []
+    with pytest.raises(ValueError, match=r"\(B, 16, 4 \+ num_classes\).*image size"):
+        postprocess(torch.zeros(1, 20, 7), priors)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_postprocess_against_a_per_class_reference(seed):
+    """Random outputs: decode, per class threshold + top-k + naive greedy NMS, merge, sort."""
+    gen = torch.Generator().manual_seed(seed)
+    spec = PriorSpec(64, (8, 4), (8, 16), (8, 20), (16, 32), ((2,), (2,)))
+    priors = make_priors(spec)
+    b, p, c = 3, priors.shape[0], 4
+    out = torch.randn(b, p, 4 + c, generator=gen)
+    out[..., 4:] *= 3
+    kw = dict(score_threshold=0.2, nms_threshold=0.45, pre_nms_top_k=6, max_detections=12)
+    got = postprocess(out, priors, **kw)
+    boxes = decode(out[..., :4].double(), priors.double()).clamp(0, 1)
+    probs = torch.softmax(out[..., 4:].double(), -1)
+    for i in range(b):
+        rows = []
+        for cls in range(1, c):
+            sc = probs[i, :, cls]
+            top = sorted(range(p), key=lambda j: -sc[j].item())[:6]
+            top = [j for j in top if sc[j] > 0.2]
+            kept = naive_nms(boxes[i, top].tolist(), sc[top].tolist(), [0] * len(top), 0.45)
+            rows += [(sc[top[k]].item(), cls, top[k]) for k in kept]
+        rows = sorted(rows, key=lambda r: -r[0])[:12]
+        assert got[i].labels.tolist() == [r[1] for r in rows]
+        torch.testing.assert_close(got[i].scores.double(), torch.tensor([r[0] for r in rows],
+                                   dtype=torch.float64), atol=1e-6, rtol=0)
+        torch.testing.assert_close(got[i].boxes.double(), boxes[i, [r[2] for r in rows]],
+                                   atol=1e-5, rtol=0)

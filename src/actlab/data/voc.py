@@ -63,10 +63,10 @@ def read_image_set(folder: Path, name: str) -> list[str]:
     """Image ids listed in ``ImageSets/Main/<name>.txt``."""
     path = folder / "ImageSets" / "Main" / f"{name}.txt"
     try:
-        lines = path.read_text().split()
+        lines = path.read_text().splitlines()
     except FileNotFoundError:
         raise DatasetError(f"{_DS}: missing file {path} (expected {_EXPECTED})") from None
-    return [s for s in lines if s]
+    return [line.split()[0] for line in lines if line.strip()]
 
 
 def _int(node: ET.Element | None, tag: str, path: Path) -> float:

@@ -147,11 +147,12 @@ def ssd300(
     c = _vgg_convs(s2, [VGG16_STAGES[4]], c, act_f, norm_f, w, first_stage=5)
     s2["pool5"] = nn.MaxPool2d(3, 1, padding=1)
     fc = scale_channels(1024, w)
+    fc6_norm = norm_f(fc)  # fc6: 3x3 with dilation 6 (the subsampled fully connected layer)
     s2["conv6"] = nn.Sequential(OrderedDict(
-        conv=nn.Conv2d(c, fc, 3, padding=6, dilation=6, bias=False), norm=norm_f(fc), act=act_f()
+        conv=nn.Conv2d(c, fc, 3, padding=6, dilation=6,
+                       bias=isinstance(fc6_norm, nn.Identity)),
+        norm=fc6_norm, act=act_f(),
     ))
-    if isinstance(s2["conv6"].norm, nn.Identity):
-        s2["conv6"].conv = nn.Conv2d(c, fc, 3, padding=6, dilation=6)
     s2["conv7"] = conv_norm_act(fc, fc, 1, norm_f, act_f)
     stages: list[nn.Module] = [nn.Sequential(s1), nn.Sequential(s2)]
     widths = [c4, fc]

@@ -46,6 +46,9 @@ def match(
     b, m, _ = targets.shape
     p = priors.shape[0]
     priors = priors.to(targets.device, targets.dtype)
+    if m == 0:  # no object rows at all: everything is background
+        labels = torch.zeros(b, p, dtype=torch.long, device=targets.device)
+        return labels, torch.zeros(b, p, 4, dtype=targets.dtype, device=targets.device)
     valid = valid_mask(targets)
     if not use_difficult:
         valid = valid & (targets[..., 5] <= 0)

@@ -104,25 +104,26 @@ def voc_map(
         for db, ds, gb, gd in _class_items(dets, gts, c):
             n_pos += int((~gd).sum())
             order = np.argsort(-ds, kind="mergesort")
-            ious = iou_matrix(db[order], gb)
-            claimed = np.zeros(len(gb), bool)
-            for d, s in enumerate(ds[order]):
-                scores.append(s)
-                if ious.shape[1] and ious[d].max() > 0 and ious[d].max() >= iou_threshold:
-                    j = int(np.argmax(ious[d]))
+            scores.append(ds[order])
+            f = np.full(len(order), -1, np.int64)  # FP unless matched below
+            if len(gb) and len(order):
+                ious = iou_matrix(db[order], gb)
+                best = ious.argmax(1)  # first maximum, as the devkit
+                hit = ious[np.arange(len(order)), best]
+                claimed = np.zeros(len(gb), bool)
+                for d in np.flatnonzero((hit > 0) & (hit >= iou_threshold)):
+                    j = int(best[d])
                     if gd[j]:
-                        flags.append(0)  # ignored
+                        f[d] = 0  # ignored
                     elif not claimed[j]:
                         claimed[j] = True
-                        flags.append(1)
-                    else:
-                        flags.append(-1)
-                else:
-                    flags.append(-1)
+                        f[d] = 1
+            flags.append(f)
         if n_pos == 0:
             continue
-        order = np.argsort(-np.asarray(scores, np.float64), kind="mergesort")
-        f = np.asarray(flags, np.int64)[order]
+        all_scores = np.concatenate(scores) if scores else np.zeros(0)
+        order = np.argsort(-all_scores, kind="mergesort")
+        f = (np.concatenate(flags) if flags else np.zeros(0, np.int64))[order]
         tp, fp = np.cumsum(f == 1), np.cumsum(f == -1)
         rec = tp / n_pos
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -144,7 +145,8 @@ def _coco_image(db, ds, gb, gd, max_dets, thresholds):
     taken = np.zeros((t_count, len(gb)), bool)
     if len(gb) and d_count:
         ious = iou_matrix(db, gb)
-        for d in range(d_count):
+        # only detections reaching the lowest threshold with some object can match anything
+        for d in np.flatnonzero(ious.max(1) >= min(thresholds.min(), 1 - 1e-10)):
             for ti, t in enumerate(thresholds):
                 m = -1
                 best = min(t, 1 - 1e-10)

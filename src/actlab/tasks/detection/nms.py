@@ -9,7 +9,7 @@ matrix-vector product instead of a Python loop over boxes. No torchvision operat
 
 Post-processing follows the SSD reference: softmax scores, per class the ``pre_nms_top_k``
 best boxes scoring above ``score_threshold``, per-class NMS at 0.45, then the ``max_detections``
-best of the image.
+best of the image. All classes of all images of a batch go through one batched NMS.
 """
 
 from __future__ import annotations
@@ -21,20 +21,28 @@ from torch import Tensor
 
 from actlab.tasks.detection.boxes import VARIANCES, box_iou, decode
 
-__all__ = ["nms", "batched_nms", "Detections", "postprocess"]
+__all__ = ["nms", "batched_nms", "sorted_blocks_nms", "Detections", "postprocess"]
 
 
-def _greedy(iou_over: Tensor) -> Tensor:
-    """Fixed point of the greedy recursion on a ``(K, K)`` bool matrix already in score order
-    and restricted to ``i < j`` pairs (see module doc)."""
-    keep = torch.ones(iou_over.shape[0], dtype=torch.bool, device=iou_over.device)
-    over = iou_over.to(torch.float32)
-    for _ in range(iou_over.shape[0] + 1):
-        new = (keep.to(torch.float32) @ over) == 0  # nobody kept before j suppresses j
+def _greedy(over: Tensor) -> Tensor:
+    """Fixed point of the greedy recursion for ``(..., K, K)`` bool matrices ``over[i, j]``
+    ("i suppresses j"), already in score order and restricted to ``i < j`` (module doc)."""
+    keep = torch.ones(over.shape[:-1], dtype=torch.bool, device=over.device)
+    weights = over.to(torch.float32)
+    for _ in range(over.shape[-1] + 1):
+        hits = torch.matmul(keep.to(torch.float32).unsqueeze(-2), weights).squeeze(-2)
+        new = hits == 0  # nobody kept before j suppresses j
         if torch.equal(new, keep):
             break
         keep = new
     return keep
+
+
+def sorted_blocks_nms(boxes: Tensor, threshold: float) -> Tensor:
+    """Greedy NMS of many independent groups at once: ``boxes (G, K, 4)``, each group already
+    sorted by decreasing score; returns the ``(G, K)`` keep mask."""
+    over = torch.triu(box_iou(boxes, boxes) > threshold, diagonal=1)
+    return _greedy(over)
 
 
 def batched_nms(boxes: Tensor, scores: Tensor, groups: Tensor, threshold: float) -> Tensor:
@@ -76,18 +84,30 @@ def postprocess(
     variances: tuple[float, float] = VARIANCES,
 ) -> list[Detections]:
     """Detections of every image of a ``(B, P, 4 + C)`` output (module doc)."""
+    if out.dim() != 3 or out.shape[1] != priors.shape[0] or out.shape[2] < 6:
+        raise ValueError(
+            f"detection output must be (B, {priors.shape[0]}, 4 + num_classes) for these "
+            f"default boxes, got {tuple(out.shape)} (is the input the model's image size?)"
+        )
     priors = priors.to(out.device, torch.float32)
-    boxes_all = decode(out[..., :4].float(), priors, variances).clamp(0.0, 1.0)
+    boxes_all = decode(out[..., :4].float(), priors, variances).clamp(0.0, 1.0)  # (B, P, 4)
     probs = torch.softmax(out[..., 4:].float(), dim=-1)[..., 1:]  # drop background
-    num_cls = probs.shape[-1]
-    k = min(pre_nms_top_k, probs.shape[1])
+    b, p, num_cls = probs.shape
+    k = min(pre_nms_top_k, p)
+    # per image and class the k best boxes, sorted by decreasing score; entries under the
+    # threshold come last in each group, so dropping them after NMS changes nothing above them
+    top, idx = probs.transpose(1, 2).sort(dim=2, descending=True, stable=True)
+    k = min(k, int((top[..., :k] > score_threshold).sum(-1).max())) if b else 0
+    top, idx = top[..., :k], idx[..., :k]  # (B, C-1, k): nothing cut scores above threshold
+    cand = torch.gather(boxes_all[:, None].expand(b, num_cls, p, 4), 2,
+                        idx[..., None].expand(b, num_cls, k, 4))
+    keep = sorted_blocks_nms(cand.reshape(b * num_cls, k, 4), nms_threshold)
+    keep = keep.view(b, num_cls, k) & (top > score_threshold)
+    labels = torch.arange(1, num_cls + 1, device=out.device).view(1, -1, 1).expand(b, -1, k)
     result = []
-    for boxes, p in zip(boxes_all, probs, strict=True):
-        top, idx = p.t().topk(k, dim=1)  # (C-1, k) per-class best
-        labels = torch.arange(1, num_cls + 1, device=out.device)[:, None].expand_as(idx)
-        keep = top > score_threshold
-        top, idx, labels = top[keep], idx[keep], labels[keep]
-        cand = boxes[idx]
-        kept = batched_nms(cand, top, labels, nms_threshold)[:max_detections]
-        result.append(Detections(cand[kept], top[kept], labels[kept]))
+    for i in range(b):
+        m = keep[i]
+        s, bx, lb = top[i][m], cand[i][m], labels[i][m]
+        order = torch.sort(s, descending=True, stable=True).indices[:max_detections]
+        result.append(Detections(bx[order], s[order], lb[order]))
     return result

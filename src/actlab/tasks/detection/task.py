@@ -28,6 +28,7 @@ from actlab.tasks.base import LossParts, Task, register_task
 from actlab.tasks.detection import targets as tg
 from actlab.tasks.detection.boxes import VARIANCES
 from actlab.tasks.detection.loss import multibox_parts
+from actlab.tasks.detection.matching import match
 from actlab.tasks.detection.metrics import coco_map, voc_map
 from actlab.tasks.detection.nms import postprocess
 
@@ -123,8 +124,6 @@ class DetectionTask(Task):
         tg.check_targets(split, targets, self.num_classes)
 
     def loss_normaliser(self, targets: Tensor) -> Tensor:
-        from actlab.tasks.detection.matching import match
-
         labels, _ = match(targets, self._priors(targets.device), self.iou_threshold,
                           self.variances, self.use_difficult)
         return (labels > 0).sum().to(torch.float32).clamp(min=1.0)
@@ -187,6 +186,11 @@ class DetectionTask(Task):
         rank: int = 0,
         world_size: int = 1,
     ) -> dict[str, float]:
+        """Multibox loss terms (per matched default box) and the three mAPs of a split.
+
+        In a multi-process run each process evaluates its contiguous share; loss sums are
+        added and detections gathered over processes, so every process returns the metrics of
+        the whole split."""
         from actlab.train.distributed import all_reduce_sum, shard_bounds
 
         device = torch.device(device)
