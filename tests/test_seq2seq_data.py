@@ -156,3 +156,16 @@ def test_wmt_reader_errors(tmp_path):
         load_dataset("wmt", data_dir=tmp_path, cache_dir=tmp_path)
     with pytest.raises(TypeError, match="does not accept"):
         load_dataset("wmt", data_dir=tmp_path, nonsense=1)
+
+
+def test_scan_length_split(tmp_path):
+    d = load_dataset("scan", num_samples=600, split="length", cache_dir=tmp_path)
+    task = Seq2SeqTask(d.num_classes, tokenizer=d.meta["tokenizer"])
+    n_words = {k: [len(t.split()) for t in task.detokenize(task.references(s.tensors[1]))]
+               for k, s in (("train", d.train), ("val", d.val), ("test", d.test))}
+    assert min(n_words["test"]) > 22 and max(n_words["train"] + n_words["val"]) <= 22
+    assert sum(d.sizes.values()) == 600 and 0.1 < d.sizes["test"] / 600 < 0.3
+    with pytest.raises(ValueError, match="scan split must be"):
+        load_dataset("scan", split="jump", cache_dir=tmp_path)
+    with pytest.raises(ValueError, match="length_cutoff=60"):
+        load_dataset("scan", split="length", length_cutoff=60, cache_dir=tmp_path)

@@ -16,10 +16,14 @@ with the meaning function ``[[walk]] = WALK`` (LOOK, RUN, JUMP alike), ``[[left]
 ``[[x thrice]] = [[x]]×3``, ``[[a and b]] = [[a]] [[b]]``, ``[[a after b]] = [[b]] [[a]]``.
 (The original writes actions as ``I_WALK`` / ``I_TURN_LEFT``; here they are ``WALK`` / ``LTURN``.)
 
-:func:`scan` draws ``num_samples`` distinct commands with ``data_seed`` (a random split in the
-sense of SCAN's "simple" split) and builds seq2seq splits through
-:func:`actlab.data.parallel.prepare_parallel_splits`; the sample size controls how far a small
-Transformer gets in a few CPU minutes (all 20,910 pairs make the task nearly solvable).
+:func:`scan` draws ``num_samples`` distinct commands with ``data_seed`` and builds seq2seq
+splits through :func:`actlab.data.parallel.prepare_parallel_splits`. ``split="random"`` carves a
+random test split (SCAN's "simple" split): a small Transformer (d_model 64, 2 + 2 layers) reaches
+about 90 BLEU in 400 steps on 4,000 or even 1,000 sampled pairs, so random splits separate
+activations by speed of learning, not by final score. ``split="length"`` is SCAN's length split:
+the test split holds every sampled command whose action sequence is longer than
+``length_cutoff`` (22, as the original: about 19 % of the commands), training and validation the
+rest, so test BLEU measures generalisation to longer outputs and stays far from saturation.
 """
 
 from __future__ import annotations
@@ -122,21 +126,36 @@ def scan(
     *,
     num_samples: int = 4000,
     data_seed: int = 0,
+    split: str = "random",
+    length_cutoff: int = 22,
     test_fraction: float = 0.2,
     vocab_size: int = 128,
     cache_dir: str | os.PathLike[str] | None = None,
     **common: Any,
 ) -> DatasetSplits:
-    """SCAN-style command -> action pairs (module doc): a random test split carved with the
-    fixed test seed, validation carved with ``seed``, a BPE tokenizer of the training pairs
-    (cached in ``cache_dir``, default ``$ACTLAB_CACHE``). ``data_dir`` is ignored."""
+    """SCAN-style command -> action pairs (module doc): a random (``test_fraction``, fixed test
+    seed) or length (``length_cutoff``) test split, validation carved with ``seed`` from the
+    rest, a BPE tokenizer of the training pairs (cached in ``cache_dir``, default
+    ``$ACTLAB_CACHE``). ``data_dir`` is ignored."""
     from actlab.data.catalog import _check_common
 
     _check_common(common)
+    if split not in ("random", "length"):
+        raise ValueError(f"scan split must be 'random' or 'length', got {split!r}")
     src, tgt = scan_pairs(num_samples, data_seed)
+    test = None
+    if split == "length":
+        long = [len(t.split()) > length_cutoff for t in tgt]
+        if all(long) or not any(long):
+            raise ValueError(f"length_cutoff={length_cutoff} leaves an empty train or test split")
+        test = ([s for s, x in zip(src, long, strict=True) if x],
+                [t for t, x in zip(tgt, long, strict=True) if x])
+        src = [s for s, x in zip(src, long, strict=True) if not x]
+        tgt = [t for t, x in zip(tgt, long, strict=True) if not x]
     return prepare_parallel_splits(
-        "scan", (src, tgt), None, None, vocab_size=vocab_size, val_fraction=val_fraction,
+        "scan", (src, tgt), None, test, vocab_size=vocab_size, val_fraction=val_fraction,
         seed=seed, test_fraction=test_fraction, cache_dir=cache_dir,
-        meta={"source": "actlab.data.scan", "num_samples": num_samples, "data_seed": data_seed},
+        meta={"source": "actlab.data.scan", "num_samples": num_samples, "data_seed": data_seed,
+              "split": split, **({"length_cutoff": length_cutoff} if split == "length" else {})},
         **common,
     )
