@@ -18,12 +18,16 @@ with the meaning function ``[[walk]] = WALK`` (LOOK, RUN, JUMP alike), ``[[left]
 
 :func:`scan` draws ``num_samples`` distinct commands with ``data_seed`` and builds seq2seq
 splits through :func:`actlab.data.parallel.prepare_parallel_splits`. ``split="random"`` carves a
-random test split (SCAN's "simple" split): a small Transformer (d_model 64, 2 + 2 layers) reaches
-about 90 BLEU in 400 steps on 4,000 or even 1,000 sampled pairs, so random splits separate
-activations by speed of learning, not by final score. ``split="length"`` is SCAN's length split:
-the test split holds every sampled command whose action sequence is longer than
-``length_cutoff`` (22, as the original: about 19 % of the commands), training and validation the
-rest, so test BLEU measures generalisation to longer outputs and stays far from saturation.
+random test split (SCAN's "simple" split); ``split="length"`` is SCAN's length split: the test
+split holds every sampled command whose action sequence is longer than ``length_cutoff`` (22 as
+in the original, about 19 % of the commands), training and validation the rest.
+
+Measured here (``transformer_seq2seq`` d_model 64, 4 heads, 2 + 2 layers, FFN 128, no dropout,
+ReLU, Adam 3e-3, batch 64, greedy BLEU on 128 sentences, one seed): with the random split the
+validation BLEU is 48 / 84 / 90 after 200 / 400 / 600 steps on 4,000 sampled pairs (51 / 91 / 95
+on 1,000 pairs, 80 sentences), so random splits separate activations by speed of learning, not by final score; with
+the length split on 4,000 pairs the validation BLEU is 46 / 95 / 98 and the test BLEU 40 / 70 / 70
+— a plateau far from saturation that measures generalisation to longer outputs.
 """
 
 from __future__ import annotations
