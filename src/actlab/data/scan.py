@@ -24,10 +24,11 @@ in the original, about 19 % of the commands), training and validation the rest.
 
 Measured here (``transformer_seq2seq`` d_model 64, 4 heads, 2 + 2 layers, FFN 128, no dropout,
 ReLU, Adam 3e-3, batch 64, greedy BLEU on 128 sentences, one seed): with the random split the
-validation BLEU is 48 / 84 / 90 after 200 / 400 / 600 steps on 4,000 sampled pairs (51 / 91 / 95
-on 1,000 pairs, 80 sentences), so random splits separate activations by speed of learning, not by final score; with
-the length split on 4,000 pairs the validation BLEU is 46 / 95 / 98 and the test BLEU 40 / 70 / 70
-— a plateau far from saturation that measures generalisation to longer outputs.
+validation BLEU is 48 / 84 / 90 after 200 / 400 / 600 steps on 4,000 sampled pairs (51 / 91 /
+95 on 1,000 pairs, 80 sentences), so random splits separate activations by speed of learning,
+not by final score; with the length split on 4,000 pairs the validation BLEU is 46 / 95 / 98 and
+the test BLEU 40 / 70 / 70 — a plateau far from saturation that measures generalisation to
+longer outputs.
 """
 
 from __future__ import annotations
