@@ -78,6 +78,7 @@ def test_scan_dataset_splits(tmp_path):
     x, y = d.train.tensors
     assert x.dtype == y.dtype == torch.int64 and d.input_shape == (x.shape[1],)
     assert d.num_classes == d.meta["vocab_size"]
+    assert d.meta["task_options"] == {"tokenizer": d.meta["tokenizer"]}
     task = Seq2SeqTask(d.num_classes, tokenizer=d.meta["tokenizer"])
     for split in ("train", "val", "test"):
         task.check_targets(split, getattr(d, split).tensors[1])

@@ -11,8 +11,9 @@ dropped, and every split encoded as
 
 ``num_classes`` is the vocabulary size (shared by source and target), ``input_shape`` is
 ``(S,)`` (``in_channels`` = S; token models ignore it) and ``meta`` holds the tokenizer file
-(``meta["tokenizer"]``) that the seq2seq task needs to detokenise hypotheses for BLEU, and the
-special ids. ``normalize`` / ``dtype`` of the common options do not apply to token ids and are
+(``meta["tokenizer"]``) that the seq2seq task needs to detokenise hypotheses for BLEU, the
+special ids, and ``meta["task_options"]`` = ``{"tokenizer": <path>}``, the keyword options to
+build the task with (``build_task("seq2seq", model, n, **meta["task_options"])``). ``normalize`` / ``dtype`` of the common options do not apply to token ids and are
 ignored.
 """
 
@@ -136,6 +137,7 @@ def prepare_parallel_splits(
         tokenizer=str(tok_path), vocab_size=int(tok.get_vocab_size()),
         pad_id=PAD_ID, bos_id=BOS_ID, eos_id=EOS_ID, unk_id=UNK_ID, specials=list(SPECIALS),
         max_tokens=max_tokens, dropped_long_train_pairs=dropped,
+        task_options={"tokenizer": str(tok_path)},
     )
     return DatasetSplits(
         name=name, task="seq2seq", num_classes=int(tok.get_vocab_size()), in_channels=width,
