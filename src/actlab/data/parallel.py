@@ -13,8 +13,8 @@ dropped, and every split encoded as
 ``(S,)`` (``in_channels`` = S; token models ignore it) and ``meta`` holds the tokenizer file
 (``meta["tokenizer"]``) that the seq2seq task needs to detokenise hypotheses for BLEU, the
 special ids, and ``meta["task_options"]`` = ``{"tokenizer": <path>}``, the keyword options to
-build the task with (``build_task("seq2seq", model, n, **meta["task_options"])``). ``normalize`` / ``dtype`` of the common options do not apply to token ids and are
-ignored.
+build the task with (``build_task("seq2seq", model, n, **meta["task_options"])``).
+``normalize`` / ``dtype`` of the common options do not apply to token ids and are ignored.
 """
 
 from __future__ import annotations
