@@ -182,7 +182,7 @@ def test_hflip_moves_boxes_with_the_pixels():
 
 # ----------------------------------------------------------------------------- interface
 def test_task_registry_and_combinations():
-    assert list_tasks() == ["classification", "detection", "segmentation"]
+    assert list_tasks() == ["classification", "detection", "segmentation", "seq2seq"]
     check_combination("detection", "detection", "detection")
     check_combination("classification", "classification_1d", "classification")
     with pytest.raises(ValueError, match="task 'detection' cannot train on a classification"):

@@ -73,13 +73,19 @@ CASES: dict[str, tuple[dict, object, tuple]] = {
         lambda: (torch.randint(0, 11, (B, 7)), torch.randint(0, 13, (B, 5))),
         (B, 5, 13),
     ),
+    "transformer_base": (
+        {"num_classes": 13, "d_model": 16, "num_encoder_layers": 1, "num_decoder_layers": 1,
+         "dim_feedforward": 32},
+        lambda: (torch.randint(0, 13, (B, 7)), torch.randint(0, 13, (B, 5))),
+        (B, 5, 13),
+    ),
     "transformer_lm": (
         {"vocab_size": 17, "d_model": 16, "nhead": 2, "dim_feedforward": 32},
         lambda: torch.randint(0, 17, (B, 9)),
         (B, 9, 17),
     ),
 }
-TOKEN_MODELS = {"transformer_seq2seq", "transformer_lm"}
+TOKEN_MODELS = {"transformer_seq2seq", "transformer_base", "transformer_lm"}
 BUILD = sorted(n for n, c in CASES.items() if c is not None)
 
 
@@ -281,7 +287,7 @@ def test_symbolic_trace_matches_eager(name):
     model.eval()
     concrete = (
         {"src_padding_mask": None, "tgt_padding_mask": None}
-        if name == "transformer_seq2seq" else None
+        if name in ("transformer_seq2seq", "transformer_base") else None
     )
     traced = fx.symbolic_trace(model, concrete_args=concrete)
     with torch.no_grad():

@@ -32,7 +32,7 @@ def test_every_model_is_registered_with_a_task():
     assert all(model_task(n) in TASKS for n in names)
     assert list_models(task="segmentation") == ["classnet", "segnet", "unet"]
     assert sorted(list_models(task="lm") + list_models(task="seq2seq")) == [
-        "transformer_lm", "transformer_seq2seq"]
+        "transformer_base", "transformer_lm", "transformer_seq2seq"]
 
 
 def test_every_model_has_a_docstring_and_accepts_the_common_arguments():

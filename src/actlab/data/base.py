@@ -15,7 +15,7 @@ from torch.utils.data import TensorDataset
 
 __all__ = ["DatasetError", "DatasetSplits", "Task"]
 
-Task = Literal["classification", "segmentation", "detection"]
+Task = Literal["classification", "segmentation", "detection", "seq2seq"]
 
 
 class DatasetError(ValueError):
@@ -37,7 +37,8 @@ class DatasetSplits:
         name: registry name of the dataset (``"cifar10"``, ...).
         task: ``"classification"`` (targets ``(N,)`` int64), ``"segmentation"`` (targets
             ``(N, H, W)`` int64 label maps) or ``"detection"`` (targets ``(N, M, 6)`` float32
-            object rows, see :mod:`actlab.tasks.detection.targets`).
+            object rows, see :mod:`actlab.tasks.detection.targets`) or ``"seq2seq"`` (inputs
+            ``(N, S)`` and targets ``(N, T)`` int64 token ids, see :mod:`actlab.data.parallel`).
         train, val, test: ``TensorDataset(inputs, targets)`` (or, loaded with ``stream=True``,
             :class:`actlab.data.stream.SourceDataset` read per sample); inputs are float
             tensors of shape ``(N, *input_shape)``. ``val`` is carved from the official
@@ -66,9 +67,10 @@ class DatasetSplits:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.task not in ("classification", "segmentation", "detection"):
+        if self.task not in ("classification", "segmentation", "detection", "seq2seq"):
             raise ValueError(
-                f"task must be 'classification', 'segmentation' or 'detection', got {self.task!r}"
+                "task must be 'classification', 'segmentation', 'detection' or 'seq2seq', got "
+                f"{self.task!r}"
             )
         if self.in_channels != self.input_shape[0]:
             raise ValueError(

@@ -21,6 +21,8 @@ name                      source                  test split
 ``synthetic_detection``   generated (boxes)       carved 20 %, fixed seed
 ``voc``                   VOCdevkit folders       official VOC2007 test
 ``cityscapes``            PNG folder layout       official val (19 classes, 255 ignored)
+``scan``                  generated (seq2seq)     carved 20 %, fixed seed
+``wmt``                   parallel text files     official newstest2014
 ========================  ======================  ==========================================
 
 For file-based datasets ``data_dir`` defaults to ``$ACTLAB_DATA`` or ``~/.cache/actlab/data``;
@@ -43,11 +45,13 @@ from actlab.data.files import default_data_dir
 from actlab.data.idx import load_idx_dataset
 from actlab.data.mnist1d_data import mnist1d_arrays
 from actlab.data.prepare import Source, prepare_splits
+from actlab.data.scan import scan
 from actlab.data.shapes_detection import synthetic_detection
 from actlab.data.svhn import load_svhn
 from actlab.data.synthetic import SHAPE_CLASSES, make_shapes
 from actlab.data.tiny_imagenet import load_tiny_imagenet
 from actlab.data.voc import voc
+from actlab.data.wmt import wmt
 from actlab.registry import DATASETS
 
 __all__ = ["load_dataset", "list_datasets", "COMMON_OPTIONS", "dataset_options", "dataset_task",
@@ -283,6 +287,8 @@ _BUILDERS = {
     "synthetic_detection": (synthetic_detection, ("shapes_detection",)),
     "voc": (voc, ("pascal_voc", "voc_detection")),
     "cityscapes": (cityscapes, ()),
+    "scan": (scan, ("scan_simple",)),
+    "wmt": (wmt, ("wmt14", "wmt14_en_de")),
 }
 _OWN = {fn for fn, _ in _BUILDERS.values()}
 for _name, (_fn, _aliases) in _BUILDERS.items():
@@ -297,6 +303,8 @@ DATASET_TASKS: dict[str, str] = {
     "cityscapes": "segmentation",
     "synthetic_detection": "detection",
     "voc": "detection",
+    "scan": "seq2seq",
+    "wmt": "seq2seq",
 }
 
 

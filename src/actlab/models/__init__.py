@@ -57,6 +57,7 @@ from actlab.models.ssd import SSD, ssd300, ssd_lite
 from actlab.models.transformer import (
     TransformerLM,
     TransformerSeq2Seq,
+    transformer_base,
     transformer_lm,
     transformer_seq2seq,
 )
@@ -75,7 +76,8 @@ __all__ = [
     "shufflenetv2_2_0",
     "EfficientNet", "efficientnet_b0",
     "UNet", "unet", "SegNet", "segnet", "ClassNet", "classnet",
-    "TransformerSeq2Seq", "TransformerLM", "transformer_seq2seq", "transformer_lm",
+    "TransformerSeq2Seq", "TransformerLM", "transformer_seq2seq", "transformer_base",
+    "transformer_lm",
     "TinyCNN", "tiny_cnn", "MLP", "mlp", "CNN1d", "cnn1d",
     "SSD", "ssd300", "ssd_lite",
 ]
@@ -118,6 +120,7 @@ _ZOO: dict[str, tuple[Callable[..., nn.Module], str]] = {
     "segnet": (segnet, "segmentation"),
     "classnet": (classnet, "segmentation"),
     "transformer_seq2seq": (transformer_seq2seq, "seq2seq"),
+    "transformer_base": (transformer_base, "seq2seq"),
     "transformer_lm": (transformer_lm, "lm"),
     "ssd300": (ssd300, "detection"),
     "ssd_lite": (ssd_lite, "detection"),

@@ -32,6 +32,7 @@ __all__ = [
     "TransformerSeq2Seq",
     "TransformerLM",
     "transformer_seq2seq",
+    "transformer_base",
     "transformer_lm",
 ]
 
@@ -226,8 +227,15 @@ class TransformerSeq2Seq(nn.Module):
     sequence-to-sequence experiments swap the feed-forward activation.
 
     ``forward(src, tgt)`` takes token ids (B, S) and (B, T) (teacher forcing; ``tgt`` already
-    shifted right) and returns logits (B, T, tgt_vocab). With ``pad_idx`` set, padding tokens are
-    masked out as attention keys (pad at the end of sequences).
+    shifted right) and returns logits (B, T, tgt_vocab). Padding is masked out as attention keys:
+    ``src_padding_mask`` (B, S) hides padded source tokens from the encoder's self-attention and
+    the decoder's cross-attention, ``tgt_padding_mask`` (B, T) hides padded target tokens from the
+    decoder's causal self-attention (True marks padding; pad at the end of sequences). With
+    ``pad_idx`` set, masks not passed are derived as ``tokens == pad_idx``. So a padded source
+    token never changes any output, and a padded target position never changes an earlier one.
+
+    ``share_embeddings=True`` ties the source and target embeddings and the output projection
+    to one matrix (Vaswani et al. 2017, §3.4; needs ``src_vocab == tgt_vocab``).
     """
 
     def __init__(
@@ -246,8 +254,13 @@ class TransformerSeq2Seq(nn.Module):
         norm_first: bool = True,
         pad_idx: int | None = None,
         init: str | None = None,
+        share_embeddings: bool = False,
     ) -> None:
         super().__init__()
+        if share_embeddings and src_vocab != tgt_vocab:
+            raise ValueError(
+                f"share_embeddings needs src_vocab == tgt_vocab, got {src_vocab} and {tgt_vocab}"
+            )
         for name, v in [("src_vocab", src_vocab), ("tgt_vocab", tgt_vocab),
                         ("d_model", d_model), ("nhead", nhead), ("dim_feedforward",
                         dim_feedforward), ("max_len", max_len)]:
@@ -268,9 +281,12 @@ class TransformerSeq2Seq(nn.Module):
         )
         self.enc_norm = norm_f(d_model) if norm_first else nn.Identity()
         self.dec_norm = norm_f(d_model) if norm_first else nn.Identity()
-        self.head = nn.Linear(d_model, tgt_vocab)
+        self.head = nn.Linear(d_model, tgt_vocab, bias=not share_embeddings)
         self.pad_idx = pad_idx
         init_weights(self, init)
+        if share_embeddings:
+            self.src_embed.tok.weight = self.tgt_embed.tok.weight
+            self.head.weight = self.tgt_embed.tok.weight
 
     def encode(self, src: torch.Tensor, src_padding_mask: torch.Tensor | None = None):
         x = self.src_embed(src)
@@ -369,6 +385,7 @@ def transformer_seq2seq(
     num_classes: int | None = None,
     in_channels: int | None = None,
     init: str | None = None,
+    share_embeddings: bool = False,
 ) -> TransformerSeq2Seq:
     """Small encoder–decoder Transformer. ``num_classes`` is an alias of ``tgt_vocab``;
     ``in_channels`` is accepted for a uniform zoo signature and ignored (tokens have no
@@ -377,7 +394,37 @@ def transformer_seq2seq(
     src = check_int("src_vocab", src_vocab if src_vocab is not None else tgt)
     return TransformerSeq2Seq(
         src, tgt, d_model, nhead, num_encoder_layers, num_decoder_layers, dim_feedforward,
-        dropout, max_len, act, norm, norm_first, pad_idx, init,
+        dropout, max_len, act, norm, norm_first, pad_idx, init, share_embeddings,
+    )
+
+
+def transformer_base(
+    src_vocab: int | None = None,
+    tgt_vocab: int | None = None,
+    d_model: int = 512,
+    nhead: int = 8,
+    num_encoder_layers: int = 6,
+    num_decoder_layers: int = 6,
+    dim_feedforward: int = 2048,
+    dropout: float = 0.1,
+    max_len: int = 1024,
+    act: ActSpec = "relu",
+    norm: NormSpec = "ln",
+    norm_first: bool = False,
+    pad_idx: int | None = 0,
+    num_classes: int | None = None,
+    in_channels: int | None = None,
+    init: str | None = None,
+    share_embeddings: bool = True,
+) -> TransformerSeq2Seq:
+    """The "base" Transformer of Vaswani et al. 2017 (Table 3): 6 + 6 layers, d_model 512,
+    8 heads, feed-forward 2048, dropout 0.1, post-norm residual blocks, one embedding matrix
+    shared by source, target and output projection (a joint vocabulary: ``src_vocab`` defaults
+    to ``tgt_vocab`` = ``num_classes``). About 63M parameters at a 37,000-token vocabulary."""
+    return transformer_seq2seq(
+        src_vocab, tgt_vocab, d_model, nhead, num_encoder_layers, num_decoder_layers,
+        dim_feedforward, dropout, max_len, act, norm, norm_first, pad_idx, num_classes,
+        in_channels, init, share_embeddings,
     )
 
 

@@ -71,6 +71,16 @@ class Task(ABC):
         """The task instance of one run (subclasses read what they need from ``model``)."""
         return cls(num_classes, **options)
 
+    def forward(self, model: nn.Module, inputs: Tensor, targets: Tensor) -> Tensor:
+        """The output that :meth:`loss_parts` scores: ``model(inputs)`` (seq2seq also feeds the
+        shifted targets: teacher forcing)."""
+        return model(inputs)
+
+    def run_info(self) -> dict[str, Any]:
+        """Facts stored with each epoch of a run (seq2seq: the sacreBLEU signature and the
+        decoding settings); empty by default."""
+        return {}
+
     @abstractmethod
     def check_targets(self, split: str, targets: Tensor) -> None: ...
 

@@ -236,11 +236,13 @@ def _train(
         weight = enet_class_weights(targets_of(splits.train), num_classes).to(device)
     from actlab.tasks import build_task
     criterion = {"loss": cfg.loss} if cfg.loss != "ce" else {}  # segmentation only (checked)
+    options = dict(getattr(splits, "meta", {}).get("task_options", {}))  # seq2seq: tokenizer
     tk = build_task(task, model, num_classes, class_weight=weight,
-                    label_smoothing=cfg.label_smoothing, **criterion)
+                    label_smoothing=cfg.label_smoothing, **criterion, **options)
     for name in ("train", "val", "test"):
         tk.check_targets(name, targets_of(getattr(splits, name)))
     augment = tk.build_augment(cfg.augment)
+    task_info = tk.run_info()
 
     # ---- model, optimizer, schedule, AMP ---------------------------------------------------
     model.to(device)
@@ -309,7 +311,7 @@ def _train(
                 lo, hi = shard_bounds(len(y), world.rank, world.world_size)
                 x, y = x[lo:hi], y[lo:hi]
                 with autocast():
-                    out = net(x)
+                    out = tk.forward(net, x, y)
                 parts = tk.loss_parts(out, y)
                 loss_sum, local_norm = parts.total, parts.normaliser
                 loss = loss_sum * world.world_size / norm
@@ -349,6 +351,8 @@ def _train(
             record.update({f"val_{k}": v for k, v in val.items()})
             record.update({f"test_{k}": v for k, v in test.items()})
             record["epoch_time"] = time.perf_counter() - t0
+            if task_info:
+                record["task_info"] = task_info
             record["layer_stats"] = layer_stats
             history.append(record)
             diverged = not math.isfinite(train_loss)

@@ -1,0 +1,145 @@
+"""From sentence pairs to seq2seq :class:`DatasetSplits` (``task="seq2seq"``).
+
+Steps, as in :func:`actlab.data.prepare.prepare_splits`: a test split carved with the fixed
+``TEST_SEED`` when the dataset has none, a uniform validation carve with ``seed`` when it has no
+official one, optional ``max_*`` subsets; then a joint BPE (:mod:`actlab.data.bpe`) trained on the
+final training split (source and target lines), training pairs longer than ``max_tokens``
+dropped, and every split encoded as
+
+* inputs ``(N, S)`` int64: ``pieces <eos>`` of the source, right-padded with ``<pad>`` (0);
+* targets ``(N, T)`` int64: ``<bos> pieces <eos>`` of the target, right-padded with ``<pad>``.
+
+``num_classes`` is the vocabulary size (shared by source and target), ``input_shape`` is
+``(S,)`` (``in_channels`` = S; token models ignore it) and ``meta`` holds the tokenizer file
+(``meta["tokenizer"]``) that the seq2seq task needs to detokenise hypotheses for BLEU, the
+special ids, and ``meta["task_options"]`` = ``{"tokenizer": <path>}``, the keyword options to
+build the task with (``build_task("seq2seq", model, n, **meta["task_options"])``).
+``normalize`` / ``dtype`` of the common options do not apply to token ids and are ignored.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import TensorDataset
+
+from actlab.data.base import DatasetSplits
+from actlab.data.bpe import BOS_ID, EOS_ID, PAD_ID, SPECIALS, UNK_ID, cached_bpe, encode_lines
+from actlab.data.prepare import TEST_SEED
+from actlab.data.split import fraction_to_size, split_indices
+
+__all__ = ["Pairs", "prepare_parallel_splits"]
+
+#: Parallel sentences: ``(sources, targets)`` of equal length.
+Pairs = tuple[Sequence[str], Sequence[str]]
+
+
+def _subset(idx: np.ndarray, limit: int | None, seed: int, what: str) -> np.ndarray:
+    if limit is None:
+        return idx
+    if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1:
+        raise ValueError(f"{what} must be a positive int or None, got {limit!r}")
+    if limit >= len(idx):
+        return idx
+    _, keep = split_indices(None, int(limit), seed, n=len(idx))
+    return np.sort(idx[keep])
+
+
+def _take(pairs: Pairs, idx: np.ndarray) -> Pairs:
+    src, tgt = pairs
+    return [src[i] for i in idx], [tgt[i] for i in idx]
+
+
+def _encode(tok: Any, pairs: Pairs) -> tuple[TensorDataset, np.ndarray, np.ndarray]:
+    x, xl = encode_lines(tok, pairs[0], bos=False)
+    y, yl = encode_lines(tok, pairs[1], bos=True)
+    if len(pairs[0]) == 0:
+        x, y = x[:, :1], np.full((0, 2), PAD_ID, dtype=np.int64)
+    return TensorDataset(torch.from_numpy(x), torch.from_numpy(y)), xl, yl
+
+
+def prepare_parallel_splits(
+    name: str,
+    train: Pairs,
+    val: Pairs | None,
+    test: Pairs | None,
+    *,
+    vocab_size: int,
+    min_frequency: int = 2,
+    max_tokens: int | None = None,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    test_fraction: float = 0.2,
+    max_train: int | None = None,
+    max_val: int | None = None,
+    max_test: int | None = None,
+    normalize: bool = True,
+    dtype: Any = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    meta: dict[str, Any] | None = None,
+) -> DatasetSplits:
+    """Seq2seq splits of parallel sentences (module doc)."""
+    del normalize, dtype  # not meaningful for token ids
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+    if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int)
+                                   or max_tokens < 2):
+        raise ValueError(f"max_tokens must be an int >= 2 or None, got {max_tokens!r}")
+    n = len(train[0])
+    if test is None:
+        n_test = fraction_to_size(test_fraction, n, what="test_fraction")
+        if n_test == 0:
+            raise ValueError(f"{name} has no official test split: test_fraction must be > 0")
+        rest, test_idx = split_indices(None, n_test, TEST_SEED, n=n)
+        test_src = train
+    else:
+        rest, test_idx, test_src = np.arange(n), np.arange(len(test[0])), test
+    if val is None:
+        n_val = fraction_to_size(val_fraction, len(rest), what="val_fraction")
+        keep, held = split_indices(None, n_val, seed, n=len(rest))
+        train_idx, val_idx, val_src = np.sort(rest[keep]), np.sort(rest[held]), train
+    else:
+        train_idx, val_idx, val_src = np.sort(rest), np.arange(len(val[0])), val
+    if len(train_idx) == 0:
+        raise ValueError(f"{name}: no training pairs left after carving val/test splits")
+    train_idx = _subset(train_idx, max_train, seed + 1, "max_train")
+    val_idx = _subset(val_idx, max_val, seed + 2, "max_val")
+    test_idx = _subset(np.sort(test_idx), max_test, TEST_SEED + 1, "max_test")
+    parts = {"train": _take(train, train_idx), "val": _take(val_src, val_idx),
+             "test": _take(test_src, test_idx)}
+
+    tok, tok_path = cached_bpe(
+        name, [*parts["train"][0], *parts["train"][1]], vocab_size,
+        min_frequency=min_frequency, cache_dir=cache_dir,
+    )
+    splits: dict[str, TensorDataset] = {}
+    dropped = 0
+    for key, pairs in parts.items():
+        ds, xl, yl = _encode(tok, pairs)
+        if key == "train" and max_tokens is not None:
+            ok = (xl <= max_tokens) & (yl <= max_tokens)
+            dropped = int((~ok).sum())
+            if not ok.any():
+                raise ValueError(f"{name}: every training pair is longer than "
+                                 f"max_tokens={max_tokens}")
+            ds, _, _ = _encode(tok, _take(pairs, np.flatnonzero(ok)))
+        splits[key] = ds
+    width = int(splits["train"].tensors[0].shape[1])
+    info = dict(meta or {})
+    info.update(
+        seed=int(seed), val_fraction=val_fraction,
+        test_source="official" if test is not None else f"carved {test_fraction}",
+        val_source="official" if val is not None else f"carved {val_fraction}",
+        tokenizer=str(tok_path), vocab_size=int(tok.get_vocab_size()),
+        pad_id=PAD_ID, bos_id=BOS_ID, eos_id=EOS_ID, unk_id=UNK_ID, specials=list(SPECIALS),
+        max_tokens=max_tokens, dropped_long_train_pairs=dropped,
+        task_options={"tokenizer": str(tok_path)},
+    )
+    return DatasetSplits(
+        name=name, task="seq2seq", num_classes=int(tok.get_vocab_size()), in_channels=width,
+        input_shape=(width,), meta=info, **splits,
+    )
