@@ -14,7 +14,7 @@ from torch import fx, nn
 
 from actlab.models import create_model, list_models
 from actlab.registry import ACTIVATIONS, MODELS, NORMS
-from test_models_build import CASES, TOKEN_MODELS, run
+from test_models_build import AGC_INPUTS, CASES, FEATURE_NORM_MODELS, TOKEN_MODELS, run
 
 # the registry's activations that torch itself provides (actlab's own layers excluded)
 BASELINE_ACTS = [
@@ -31,7 +31,7 @@ REDUCED = sorted(n for n in ZOO if CASES.get(n) is not None)
 
 def concrete_args(name: str) -> dict | None:
     # optional padding masks: traced at their default (None), as fx needs for `is None` tests
-    if name == "transformer_seq2seq":
+    if name in ("transformer_seq2seq", "transformer_base"):
         return {"src_padding_mask": None, "tgt_padding_mask": None}
     return None
 
@@ -49,6 +49,8 @@ def check(name: str, act: str, norm: str) -> None:
         calls = [n for n in traced.graph.nodes if n.op == "call_function"
                  and getattr(n.target, "__module__", "").startswith("actlab.functional")]
         assert calls, f"{name}: no actlab.functional call for {act}/{norm} in the graph"
+    if norm in ACTLAB_NORMS and name in AGC_INPUTS:  # CASES inputs reach 1x1 maps there
+        make_input = AGC_INPUTS[name]
     x = make_input()
     with torch.no_grad():
         torch.testing.assert_close(run(traced, x), run(model, x), rtol=0, atol=0)
@@ -86,9 +88,9 @@ def test_zoo_model_traces_with_every_actlab_activation(name: str, act: str) -> N
     check(name, act, "ln" if name in TOKEN_MODELS else "bn")
 
 
-@pytest.mark.parametrize("name", sorted(set(REDUCED) - TOKEN_MODELS - {"mlp"}))
+@pytest.mark.parametrize("name", sorted(set(REDUCED) - TOKEN_MODELS - FEATURE_NORM_MODELS))
 def test_zoo_model_traces_with_every_actlab_norm(name: str) -> None:
-    # token models take only 'ln'/'none'; mlp's norm sees (N, C), which AGC refuses
+    # token models take only 'ln'/'none'; mlp's and ssd300's norms see (N, C) / 1x1 maps
     for norm in ACTLAB_NORMS:
         check(name, "relu", norm)
 
