@@ -97,6 +97,8 @@ def execute_cell(
     loggers = loggers_for_cell(config, runtime) if not distributed or _rank() == 0 else []
     if loggers:
         extra["loggers"] = loggers
+    if config.get("task_kwargs"):
+        extra["task_options"] = dict(config["task_kwargs"])
     return train_model(
         model, splits, cfg, checkpoint_path=checkpoint_path, on_epoch=on_epoch, progress=False,
         **extra,

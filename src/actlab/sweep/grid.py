@@ -94,7 +94,11 @@ def iter_grid(grid: Mapping[str, tuple[Any, ...]]) -> Iterator[dict[str, Any]]:
 
 
 def _base_config(spec: StudySpec) -> dict[str, Any]:
+    # task_kwargs enter a cell's config (and key) only when a spec sets them, so that the keys of
+    # cells stored before the option existed stay the same
+    extra = {"task_kwargs": copy.deepcopy(spec.task_kwargs)} if spec.task_kwargs else {}
     return {
+        **extra,
         "study": spec.name,
         "dataset": spec.dataset,
         "dataset_kwargs": copy.deepcopy(spec.dataset_kwargs),

@@ -131,7 +131,8 @@ SPEC_DEFAULTS: dict[str, Any] = {
 KEYED_TRAIN_FIELDS = ("epochs", "batch_size", "optimizer", "lr")
 #: Settings that do not change results: kept out of the cell key (see ``actlab.sweep.grid``).
 BOOKKEEPING_KEYS = ("device", "data_dir", "imports", "loader", "num_workers")
-_TABLE_KEYS = ("dataset_kwargs", "model_kwargs", "act_kwargs", "norm_kwargs", "grid", "resources")
+_TABLE_KEYS = ("dataset_kwargs", "model_kwargs", "act_kwargs", "norm_kwargs", "task_kwargs", "grid",
+               "resources")
 _LIST_KEYS = ("acts", "norms", "seeds", "imports")
 _RESOURCE_KEYS: dict[str, Checker] = {
     "cpus": Float(0.0, lo_open=True),
@@ -189,6 +190,7 @@ class StudySpec:
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     act_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
     norm_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    task_kwargs: dict[str, Any] = field(default_factory=dict)
     grid: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     resources: dict[str, float] = field(default_factory=lambda: {"cpus": 1.0, "gpus": 0.0})
     imports: tuple[str, ...] = ()
@@ -594,7 +596,7 @@ def parse_spec(
 
     if check_names:
         _check_names(p, scalars, acts, norms, grid, dataset_kwargs, model_kwargs, act_kwargs,
-                     norm_kwargs, imports)
+                     norm_kwargs, imports, tables.get("task_kwargs", {}))
 
     return StudySpec(
         name=scalars["name"], dataset=scalars["dataset"], model=scalars["model"], acts=acts,
@@ -602,8 +604,8 @@ def parse_spec(
         val_fraction=scalars["val_fraction"], split_seed=scalars["split_seed"],
         threads=scalars["threads"], folds=folds, dataset_kwargs=dataset_kwargs,
         model_kwargs=model_kwargs,
-        act_kwargs=act_kwargs, norm_kwargs=norm_kwargs, grid=grid, resources=resources,
-        imports=imports, data_dir=scalars.get("data_dir"),
+        act_kwargs=act_kwargs, norm_kwargs=norm_kwargs, task_kwargs=tables.get("task_kwargs", {}),
+        grid=grid, resources=resources, imports=imports, data_dir=scalars.get("data_dir"),
         description=scalars.get("description", ""), source=source,
     )
 
@@ -634,7 +636,8 @@ def _check_names(p: _Parser, scalars: Mapping[str, Any], acts: Sequence[str],
                  norms: Sequence[str], grid: Mapping[str, tuple[Any, ...]],
                  dataset_kwargs: Mapping[str, Any], model_kwargs: Mapping[str, Any],
                  act_kwargs: Mapping[str, dict[str, Any]],
-                 norm_kwargs: Mapping[str, dict[str, Any]], imports: Sequence[str]) -> None:
+                 norm_kwargs: Mapping[str, dict[str, Any]], imports: Sequence[str],
+                 task_kwargs: Mapping[str, Any] | None = None) -> None:
     from actlab.registry import PluginError, load_plugins
 
     try:
@@ -659,16 +662,16 @@ def _check_names(p: _Parser, scalars: Mapping[str, Any], acts: Sequence[str],
         _check_layer_kwargs(p, f"norm_kwargs.{n}", "norm", n, norm_kwargs.get(n, {}))
     _check_aliases(p, "acts", "activation", acts)
     _check_aliases(p, "norms", "norm", norms)
-    _check_tasks(p, scalars, grid)
+    _check_tasks(p, scalars, grid, task_kwargs or {})
 
 
-def _check_tasks(p: _Parser, scalars: Mapping[str, Any],
-                 grid: Mapping[str, tuple[Any, ...]]) -> None:
+def _check_tasks(p: _Parser, scalars: Mapping[str, Any], grid: Mapping[str, tuple[Any, ...]],
+                 task_kwargs: Mapping[str, Any]) -> None:
     """Every dataset x model pair of the spec can be trained as one task (``task`` if the spec
     names it, else the dataset's): a detection model on a classification set is refused here."""
     from actlab.data.catalog import dataset_task
     from actlab.models import model_task
-    from actlab.tasks import check_combination, list_tasks
+    from actlab.tasks import check_combination, list_tasks, task_type
 
     task = scalars.get("task")
     if task is not None and task not in list_tasks():
@@ -682,6 +685,15 @@ def _check_tasks(p: _Parser, scalars: Mapping[str, Any],
             except ValueError as exc:
                 raise p.error("task" if task else "model",
                               f"{exc} (model {m!r}, dataset {d!r})") from None
+            if task_kwargs:  # options of the task's constructor (e.g. seq2seq beam_size)
+                init = inspect.signature(task_type(task or d_task).__init__)
+                unknown = [k for k in task_kwargs if k not in init.parameters
+                           or k in ("self", "num_classes")]
+                if unknown:
+                    allowed = [n for n in init.parameters if n not in ("self", "num_classes")]
+                    raise p.error("task_kwargs", f"task {task or d_task!r} takes no option "
+                                  f"{unknown[0]!r}{did_you_mean(unknown[0], allowed)} "
+                                  f"(its options: {', '.join(allowed)})")
 
 
 def _parse_grid(
@@ -802,6 +814,8 @@ _SPEC_KEY_DOCS = {
     "norms": ('["bn"]', "normalisations to compare"),
     "seeds": ("[0, 1, 2]", f"a count or a list of distinct integers >= 0 (at most {MAX_SEEDS})"),
     "val_fraction": ("0.1", None),
+    "task": ("the dataset's", "`classification`, `segmentation`, `detection` or `seq2seq`; a model "
+                              "of another task on the dataset is refused at `--check`"),
     "split_seed": ("0", None),
     "threads": ("1", None),
     "folds": ("none", f"k-fold cross-validation, an integer in [2, {MAX_FOLDS}]: each seed runs "
@@ -814,6 +828,8 @@ _SPEC_KEY_DOCS = {
     "model_kwargs": ("{}", "options of the model (`width`, `depth`, ...)"),
     "act_kwargs": ("{}", "per-activation options: `{ sau = { alpha = 0.1 } }`"),
     "norm_kwargs": ("{}", "per-norm options"),
+    "task_kwargs": ("{}", "options of the task (seq2seq: `beam_size`, `length_penalty`; "
+                          "detection: `nms_threshold`, ...)"),
     "grid": ("{}", "extra axes: `lr = [0.1, 0.05]`, `model_kwargs.width = [1, 2]`, ..."),
     "resources": ("cpus = 1, gpus = 0", "what each Ray task asks for (`cpus`, `gpus`, "
                                          "`memory_gb`)"),

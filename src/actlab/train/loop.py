@@ -147,6 +147,7 @@ def train_model(
     progress: ProgressArg = True,
     distributed: bool = False,
     loggers: Sequence[EpochLogger] = (),
+    task_options: Mapping[str, Any] | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``splits`` (an ``actlab.data.DatasetSplits``) as ``cfg`` says.
 
@@ -163,6 +164,8 @@ def train_model(
             :mod:`actlab.train.distributed`); only rank 0 checkpoints, reports and logs.
         loggers: experiment trackers (:mod:`actlab.train.loggers`): ``log_epoch(epoch,
             record)`` after ``on_epoch``, ``close(status)`` at the end (rank 0 only).
+        task_options: keyword options of the task (:func:`actlab.tasks.build_task`), e.g.
+            ``{"beam_size": 1}`` for seq2seq; they add to the dataset's ``task_options``.
 
     Returns:
         a :class:`TrainResult`; history records are described in the package docstring.
@@ -190,7 +193,8 @@ def train_model(
     with _determinism(cfg.deterministic, device):
         return _train(model, splits, cfg, task, num_classes, device, world,
                       None if checkpoint_path is None else os.fspath(checkpoint_path),
-                      on_epoch, progress, loggers if world.is_main else ())
+                      on_epoch, progress, loggers if world.is_main else (),
+                      dict(task_options or {}))
 
 
 def _train(
@@ -205,6 +209,7 @@ def _train(
     on_epoch: Callable[[int, dict[str, Any]], None] | None,
     progress: ProgressArg,
     loggers: Sequence[EpochLogger] = (),
+    task_options: dict[str, Any] | None = None,
 ) -> TrainResult:
     seed_everything(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -236,7 +241,8 @@ def _train(
         weight = enet_class_weights(targets_of(splits.train), num_classes).to(device)
     from actlab.tasks import build_task
     criterion = {"loss": cfg.loss} if cfg.loss != "ce" else {}  # segmentation only (checked)
-    options = dict(getattr(splits, "meta", {}).get("task_options", {}))  # seq2seq: tokenizer
+    options = {**getattr(splits, "meta", {}).get("task_options", {}),  # seq2seq: tokenizer
+               **(task_options or {})}
     tk = build_task(task, model, num_classes, class_weight=weight,
                     label_smoothing=cfg.label_smoothing, **criterion, **options)
     for name in ("train", "val", "test"):
