@@ -26,7 +26,9 @@ name                      source                  test split
 ========================  ======================  ==========================================
 
 For file-based datasets ``data_dir`` defaults to ``$ACTLAB_DATA`` or ``~/.cache/actlab/data``;
-generated and bundled datasets ignore it. Loading never downloads anything; ``actlab data
+generated and bundled datasets ignore it. The validation split is carved from the training
+split, except for ``mnist1d`` with ``val_samples > 0`` (a separate generated split, so the
+reference training set stays whole). Loading never downloads anything; ``actlab data
 download NAME`` (:mod:`actlab.data.download`) fetches the official files on request.
 """
 
@@ -36,6 +38,8 @@ import inspect
 import os
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from actlab.data.base import DatasetSplits
 from actlab.data.cifar import load_cifar10, load_cifar100
@@ -104,21 +108,45 @@ def mnist1d(
     *,
     num_samples: int = 5000,
     data_seed: int = 42,
+    val_samples: int = 0,
+    val_data_seed: int | None = None,
     cache: bool = True,
     cache_dir: PathLike = None,
     **common: Any,
 ) -> DatasetSplits:
-    """MNIST-1D: (1, 40) signals, 10 classes; generated locally (80/20 train/test), cached."""
+    """MNIST-1D: (1, 40) signals, 10 classes; generated locally (80/20 train/test), cached.
+
+    With the defaults (``num_samples=5000``, ``data_seed=42``) train / test are the reference
+    4,000 / 1,000. ``val_samples > 0`` takes the validation split from a *separate* generation
+    (all ``val_samples`` signals of ``mnist1d_arrays(val_samples, val_data_seed)``, default
+    seed ``data_seed + 1``) instead of carving it from the training split, which then stays the
+    reference training set whole; ``val_fraction`` must be 0.
+    """
     _check_common(common)
     d = mnist1d_arrays(num_samples, data_seed, cache=cache, cache_dir=cache_dir)
+    val = None
+    meta: dict[str, Any] = {"source": "mnist1d.make_dataset", "num_samples": num_samples,
+                            "data_seed": data_seed}
+    if isinstance(val_samples, bool) or not isinstance(val_samples, int) or val_samples < 0:
+        raise ValueError(f"mnist1d: val_samples must be an int >= 0, got {val_samples!r}")
+    if val_samples:
+        vseed = data_seed + 1 if val_data_seed is None else val_data_seed
+        if vseed == data_seed:
+            raise ValueError(f"mnist1d: val_data_seed must differ from data_seed ({data_seed}); "
+                             "the same seed would regenerate the training signals")
+        if val_samples % 10:
+            raise ValueError(f"mnist1d: val_samples must be a multiple of 10 (balanced "
+                             f"classes), got {val_samples}")
+        v = mnist1d_arrays(val_samples, vseed, cache=cache, cache_dir=cache_dir)
+        val = Source.from_arrays(np.concatenate([v["x"], v["x_test"]])[:, None],
+                                 np.concatenate([v["y"], v["y_test"]]))
+        meta.update(val_samples=val_samples, val_data_seed=vseed)
     return prepare_splits(
         "mnist1d", "classification",
         Source.from_arrays(d["x"][:, None], d["y"]),
         Source.from_arrays(d["x_test"][:, None], d["y_test"]),
-        num_classes=10, val_fraction=val_fraction, seed=seed, class_names=DIGIT_NAMES,
-        meta={"source": "mnist1d.make_dataset", "num_samples": num_samples,
-              "data_seed": data_seed},
-        **common,
+        num_classes=10, val=val, val_fraction=val_fraction, seed=seed, class_names=DIGIT_NAMES,
+        meta=meta, **common,
     )
 
 

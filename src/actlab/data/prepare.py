@@ -9,6 +9,8 @@ The pipeline, identical for every dataset:
    (k-fold cross-validation) the remaining training data is instead partitioned into ``k`` folds
    with ``seed`` (:func:`actlab.data.split.kfold_indices`) and fold ``fold`` is the validation
    split; the model trains on the other ``k - 1`` (``val_fraction`` must then be 0).
+   A dataset may instead bring a separate validation ``Source`` (``val=``, e.g. MNIST-1D's
+   extra generated split): then nothing is carved and the training split is left whole.
 3. ``max_train`` / ``max_val`` / ``max_test`` optionally shrink each split (stratified, seeded).
 4. Inputs are rescaled by a fixed factor (``scale``, e.g. 1/255), then standardised per channel
    with the mean and standard deviation of the final *training* split:
@@ -223,6 +225,7 @@ def prepare_splits(
     test: Source | None,
     *,
     num_classes: int,
+    val: Source | None = None,
     val_fraction: float = 0.1,
     seed: int = 0,
     test_fraction: float = 0.2,
@@ -244,7 +247,9 @@ def prepare_splits(
     depends on it. Integer ``seed`` values are accepted (the seed of a numpy ``default_rng``).
     ``stream=True`` gives :class:`~actlab.data.stream.SourceDataset` splits that read each
     sample from ``train`` / ``test`` when asked, with the same values (the statistics are
-    gathered chunk by chunk; nothing is held but labels).
+    gathered chunk by chunk; nothing is held but labels). ``val``: a separate validation
+    source used whole (``val_fraction`` must be 0 and ``folds`` unset); ``max_val`` still
+    applies to it.
     """
     if not isinstance(stream, bool):
         raise TypeError(f"stream must be a bool, got {stream!r}")
@@ -271,7 +276,13 @@ def prepare_splits(
         test_src = test
 
     sub_labels = None if labels is None else labels[rest]
-    if folds is None:
+    if val is not None:
+        if val_fraction or folds is not None:
+            raise ValueError(f"{name}: a separate validation split replaces the carve; "
+                             f"val_fraction must be 0 and folds unset, got val_fraction="
+                             f"{val_fraction}, folds={folds}")
+        keep, held = np.arange(len(rest), dtype=np.int64), np.arange(len(val), dtype=np.int64)
+    elif folds is None:
         if fold is not None:
             raise ValueError(f"{name}: fold={fold!r} given without folds")
         n_val = fraction_to_size(val_fraction, len(rest), what="val_fraction")
@@ -284,14 +295,17 @@ def prepare_splits(
             raise ValueError(f"{name}: folds={folds} needs fold (the held-out fold, "
                              f"0..{folds - 1})")
         keep, held = fold_split(sub_labels, folds, fold, seed, n=len(rest))
-    train_idx, val_idx = rest[keep], rest[held]
+    train_idx = rest[keep]
+    val_idx = held if val is not None else rest[held]
+    val_src = val if val is not None else train
     if len(train_idx) == 0:
         raise ValueError(f"{name}: no training samples left after carving val/test splits")
 
     tr_targets = None if labels is None else labels
     te_targets = None if not stratify else np.asarray(test_src.targets)
     train_idx = _shrink(tr_targets, train_idx, max_train, seed + 1)
-    val_idx = _shrink(tr_targets, val_idx, max_val, seed + 2)
+    va_targets = tr_targets if val is None or not stratify else np.asarray(val.targets)
+    val_idx = _shrink(va_targets, val_idx, max_val, seed + 2)
     test_idx = _shrink(te_targets, test_idx, max_test, TEST_SEED + 1)
 
     mean = std = None
@@ -301,7 +315,7 @@ def prepare_splits(
         sample_shape = tuple(int(s) for s in np.asarray(train.fetch(train_idx[:1])).shape[1:])
         opts = {"scale": scale, "dtype": dtype, "sample_shape": sample_shape}
         splits = {"train": SourceDataset(train, train_idx, **opts),
-                  "val": SourceDataset(train, val_idx, **opts),
+                  "val": SourceDataset(val_src, val_idx, **opts),
                   "test": SourceDataset(test_src, test_idx, **opts)}
         if normalize:
             mean, std = chunked_channel_stats(
@@ -315,7 +329,7 @@ def prepare_splits(
         sample_shape = tuple(int(s) for s in tr.tensors[0].shape[1:])
         splits = {
             "train": tr,
-            "val": _materialise(train, val_idx, scale, dtype, sample_shape),
+            "val": _materialise(val_src, val_idx, scale, dtype, sample_shape),
             "test": _materialise(test_src, test_idx, scale, dtype, sample_shape),
         }
         if normalize:
@@ -330,6 +344,8 @@ def prepare_splits(
         test_source="official" if test is not None else f"carved {test_fraction} (fixed seed)",
         scale=scale,
     )
+    if val is not None:
+        info["val_source"] = "separate"
     if folds is not None:
         info.update(folds=int(folds), fold=int(fold))  # type: ignore[arg-type]
     if stream:
