@@ -147,6 +147,15 @@ def test_list_prints_registered_names(capsys):
     assert main(["list", "layers"]) == 0
     out = capsys.readouterr().out
     assert "relu" in out and "bn" in out
+    assert main(["list", "tasks"]) == 0
+    assert capsys.readouterr().out.split() == ["classification", "detection", "segmentation",
+                                               "seq2seq"]
+    assert main(["list", "models"]) == 0
+    models = capsys.readouterr().out.split()
+    assert {"ssd300", "ssd_lite", "classnet", "transformer_base"} <= set(models)
+    assert main(["list", "datasets"]) == 0
+    datasets = capsys.readouterr().out.split()
+    assert {"synthetic_detection", "voc", "cityscapes", "scan", "wmt"} <= set(datasets)
 
 
 def test_help_and_delegated_commands(capsys):

@@ -2,7 +2,7 @@
 
     actlab run [SPEC] [--db PATH] [--out DIR] [--workers N] [--threads N] [--set KEY=VALUE ...]
                [--epochs N] [--seeds S ...] [--acts A ...] [--norms N ...] [--quick] [--check]
-    actlab list [models|layers|acts|norms|datasets|specs]
+    actlab list [models|layers|acts|norms|datasets|tasks|specs]
     actlab --version
     actlab report ... | actlab plot ... | actlab bench ... | actlab status | actlab export
     actlab data download NAME | actlab data sources
@@ -126,7 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     lst = sub.add_parser("list", help="list registered models, layers, datasets or specs")
     lst.add_argument("what", nargs="?", default="all",
-                     choices=("all", "models", "layers", "acts", "norms", "datasets", "specs"))
+                     choices=("all", "models", "layers", "acts", "norms", "datasets", "tasks",
+                              "specs"))
 
     for name, (module, _) in _DELEGATED.items():
         sub.add_parser(name, help=f"(see actlab {name} --help; provided by {module})",
@@ -272,6 +273,10 @@ def _cmd_list(args: argparse.Namespace) -> int:
         sections.append(("models", registry.MODELS.names()))
     if what in ("all", "datasets"):
         sections.append(("datasets", registry.DATASETS.names()))
+    if what in ("all", "tasks"):
+        from actlab.tasks import list_tasks
+
+        sections.append(("tasks", list_tasks()))
     if what in ("all", "specs"):
         sections.append(("specs", list(packaged_specs())))
     for title, names in sections:
