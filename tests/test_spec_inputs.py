@@ -215,6 +215,9 @@ def test_set_values_are_typed_by_the_schema():
     assert parse_override("name=123") == ("name", "123")  # a string key keeps the text
     assert parse_override("acts=[relu, elu]") == ("acts", ["relu", "elu"])
     assert parse_override("grid.batch_size=[8,16]") == ("grid.batch_size", [8, 16])
+    # a string-typed setting as a grid axis is a list of strings, quoted or bare
+    assert parse_override('grid.gems=["channel"]') == ("grid.gems", ["channel"])
+    assert parse_override("grid.optimizer=[sgd, adam]") == ("grid.optimizer", ["sgd", "adam"])
     assert parse_override("model_kwargs.width = 4") == ("model_kwargs.width", 4)
     with pytest.raises(SpecError, match="expected KEY=VALUE"):
         parse_override("lr")

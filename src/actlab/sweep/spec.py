@@ -308,13 +308,14 @@ def apply_override(data: dict[str, Any], key: str, value: Any, *, source: str = 
 def parse_override(text: str) -> tuple[str, Any]:
     """``"key=value"`` -> ``(key, value)``; the value is read as a TOML value (``3``, ``0.1``,
     ``true``, ``[1, 2]``, ``{a = 1}``), a bare word as a string, and a bracketed list of bare
-    words (``[relu,elu]``) as a list of strings. String-typed keys keep the text as is."""
+    words (``[relu,elu]``) as a list of strings. String-typed keys keep the text as is, except as
+    a ``grid.`` axis, whose value is always a list (``grid.gems=[none,channel]``)."""
     key, sep, value = text.partition("=")
     key = key.strip()
     if not sep or not key:
         raise SpecError("--set", text, "expected KEY=VALUE (e.g. --set lr=0.1)")
-    if key.rsplit(".", 1)[-1] in _string_keys():
-        return key, value.strip()
+    if key.rsplit(".", 1)[-1] in _string_keys() and not key.startswith("grid."):
+        return key, value.strip()  # a grid axis always takes a list of values
     return key, _toml_value(value.strip())
 
 
