@@ -28,7 +28,7 @@ from actlab.data.base import DatasetError
 from actlab.data.cache import cache_dir as _cache_dir
 
 __all__ = ["SPECIALS", "PAD_ID", "BOS_ID", "EOS_ID", "UNK_ID", "train_bpe", "load_tokenizer",
-           "cached_bpe", "encode_lines", "decode_ids"]
+           "cached_bpe", "encode_lines", "encode_ragged", "decode_ids"]
 
 #: Special tokens in id order.
 SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>")
@@ -123,6 +123,27 @@ def encode_lines(
     for i, r in enumerate(rows):
         out[i, : min(len(r), width)] = r[:width]
     return out, lengths
+
+
+def encode_ragged(
+    tok: Any, lines: Sequence[str], *, bos: bool, eos: bool = True, chunk: int = 20_000
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(values, offsets)``: ``lines`` encoded as ``[<bos>] pieces [<eos>]`` and stored flat
+    (int64 ``values``; row ``i`` is ``values[offsets[i]:offsets[i+1]]``), encoding ``chunk``
+    lines at a time so that memory stays near the size of the result (no padded matrix, no
+    million ``Encoding`` objects at once)."""
+    pre, post = [BOS_ID] if bos else [], [EOS_ID] if eos else []
+    parts: list[np.ndarray] = []
+    lengths = np.zeros(len(lines), dtype=np.int64)
+    for start in range(0, len(lines), chunk):
+        rows = [pre + e.ids + post for e in tok.encode_batch(list(lines[start:start + chunk]))]
+        lengths[start:start + len(rows)] = [len(r) for r in rows]
+        parts.append(np.fromiter((t for r in rows for t in r), dtype=np.int64,
+                                 count=int(lengths[start:start + len(rows)].sum())))
+    offsets = np.zeros(len(lines) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    values = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+    return values, offsets
 
 
 def decode_ids(tok: Any | None, rows: Sequence[Sequence[int]]) -> list[str]:

@@ -4,13 +4,18 @@ Steps, as in :func:`actlab.data.prepare.prepare_splits`: a test split carved wit
 ``TEST_SEED`` when the dataset has none, a uniform validation carve with ``seed`` when it has no
 official one, optional ``max_*`` subsets; then a joint BPE (:mod:`actlab.data.bpe`) trained on the
 final training split (source and target lines), training pairs longer than ``max_tokens``
-dropped, and every split encoded as
+dropped, and every split encoded as a :class:`~actlab.data.ragged.RaggedPairs` (token ids stored
+flat, ``uint16`` for vocabularies up to 65,536 tokens, padded per batch when read):
 
-* inputs ``(N, S)`` int64: ``pieces <eos>`` of the source, right-padded with ``<pad>`` (0);
-* targets ``(N, T)`` int64: ``<bos> pieces <eos>`` of the target, right-padded with ``<pad>``.
+* inputs: ``pieces <eos>`` of the source, read as ``(n, S)`` int64 rows right-padded with
+  ``<pad>`` (0);
+* targets: ``<bos> pieces <eos>`` of the target, read as ``(n, T)`` int64 rows likewise.
 
+``split.padded()`` gives a whole split as the ``(inputs, targets)`` tensors padded to its
+longest rows; ``split.sources[i:j]`` / ``split.targets[i:j]`` pad a slice to its own longest row.
 ``num_classes`` is the vocabulary size (shared by source and target), ``input_shape`` is
-``(S,)`` (``in_channels`` = S; token models ignore it) and ``meta`` holds the tokenizer file
+``(S,)`` with ``S`` the longest training source (``in_channels`` = S; token models ignore it) and
+``meta`` holds the tokenizer file
 (``meta["tokenizer"]``) that the seq2seq task needs to detokenise hypotheses for BLEU, the
 special ids, and ``meta["task_options"]`` = ``{"tokenizer": <path>}``, the keyword options to
 build the task with (``build_task("seq2seq", model, n, **meta["task_options"])``).
@@ -25,11 +30,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import TensorDataset
 
 from actlab.data.base import DatasetSplits
-from actlab.data.bpe import BOS_ID, EOS_ID, PAD_ID, SPECIALS, UNK_ID, cached_bpe, encode_lines
+from actlab.data.bpe import BOS_ID, EOS_ID, PAD_ID, SPECIALS, UNK_ID, cached_bpe, encode_ragged
 from actlab.data.prepare import TEST_SEED
+from actlab.data.ragged import RaggedPairs, RaggedTokens, token_dtype
 from actlab.data.split import fraction_to_size, split_indices
 
 __all__ = ["Pairs", "prepare_parallel_splits"]
@@ -54,12 +59,16 @@ def _take(pairs: Pairs, idx: np.ndarray) -> Pairs:
     return [src[i] for i in idx], [tgt[i] for i in idx]
 
 
-def _encode(tok: Any, pairs: Pairs) -> tuple[TensorDataset, np.ndarray, np.ndarray]:
-    x, xl = encode_lines(tok, pairs[0], bos=False)
-    y, yl = encode_lines(tok, pairs[1], bos=True)
-    if len(pairs[0]) == 0:
-        x, y = x[:, :1], np.full((0, 2), PAD_ID, dtype=np.int64)
-    return TensorDataset(torch.from_numpy(x), torch.from_numpy(y)), xl, yl
+def _side(tok: Any, lines: Sequence[str], *, bos: bool, vocab: int) -> RaggedTokens:
+    values, offsets = encode_ragged(tok, lines, bos=bos)
+    return RaggedTokens(torch.from_numpy(values).to(token_dtype(vocab)),
+                        torch.from_numpy(offsets), pad_id=PAD_ID, min_width=2 if bos else 1)
+
+
+def _encode(tok: Any, pairs: Pairs) -> RaggedPairs:
+    vocab = int(tok.get_vocab_size())
+    return RaggedPairs(_side(tok, pairs[0], bos=False, vocab=vocab),
+                       _side(tok, pairs[1], bos=True, vocab=vocab))
 
 
 def prepare_parallel_splits(
@@ -116,19 +125,22 @@ def prepare_parallel_splits(
         name, [*parts["train"][0], *parts["train"][1]], vocab_size,
         min_frequency=min_frequency, cache_dir=cache_dir,
     )
-    splits: dict[str, TensorDataset] = {}
+    splits: dict[str, RaggedPairs] = {}
     dropped = 0
     for key, pairs in parts.items():
-        ds, xl, yl = _encode(tok, pairs)
+        ds = _encode(tok, pairs)
         if key == "train" and max_tokens is not None:
-            ok = (xl <= max_tokens) & (yl <= max_tokens)
+            lengths = ds.lengths()
+            ok = (lengths <= max_tokens).all(1)
             dropped = int((~ok).sum())
-            if not ok.any():
+            if not bool(ok.any()):
                 raise ValueError(f"{name}: every training pair is longer than "
                                  f"max_tokens={max_tokens}")
-            ds, _, _ = _encode(tok, _take(pairs, np.flatnonzero(ok)))
+            if dropped:
+                keep = torch.nonzero(ok).flatten()
+                ds = RaggedPairs(ds.sources.select(keep), ds.targets.select(keep))
         splits[key] = ds
-    width = int(splits["train"].tensors[0].shape[1])
+    width = max(1, int(splits["train"].sources.lengths.max()))
     info = dict(meta or {})
     info.update(
         seed=int(seed), val_fraction=val_fraction,

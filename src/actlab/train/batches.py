@@ -51,11 +51,16 @@ def make_loader(
     )
 
 
-def targets_of(ds: Any) -> Tensor:
-    """The labels of a split: a ``TensorDataset``'s second tensor or a streamed split's
-    ``targets``."""
+def targets_of(ds: Any) -> Any:
+    """The labels of a split: a ``TensorDataset``'s second tensor, a streamed split's
+    ``targets`` or the target-side :class:`~actlab.data.ragged.RaggedTokens` of a seq2seq
+    split."""
+    from actlab.data.ragged import RaggedPairs
+
     if hasattr(ds, "tensors"):
         return ds.tensors[1]
+    if isinstance(ds, RaggedPairs):
+        return ds.targets
     targets = getattr(ds, "targets", None)
     if not isinstance(targets, Tensor):
         raise TypeError(f"a split must be a TensorDataset or have a targets tensor, got "
@@ -65,9 +70,14 @@ def targets_of(ds: Any) -> Tensor:
 
 def eval_tensors(ds: Any) -> tuple[Any, Any]:
     """``(inputs, targets)`` the evaluation pass can slice: the tensors of an in-memory split,
+    the ragged views of a seq2seq split (a slice is a batch padded to its longest row),
     batch-reading views of a streamed one."""
+    from actlab.data.ragged import RaggedPairs
+
     if hasattr(ds, "tensors"):
         return ds.tensors[0], ds.tensors[1]
+    if isinstance(ds, RaggedPairs):
+        return ds.sources, ds.targets
     from actlab.data.stream import SliceView
 
     return SliceView(ds), SliceView(ds, "targets")

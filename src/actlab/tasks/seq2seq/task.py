@@ -102,7 +102,19 @@ class Seq2SeqTask(Task):
         self.tokenizer = tokenizer
 
     # ---- training --------------------------------------------------------------------------
-    def check_targets(self, split: str, targets: Tensor) -> None:
+    def check_targets(self, split: str, targets: Any) -> None:
+        from actlab.data.ragged import RaggedTokens
+
+        if isinstance(targets, RaggedTokens):  # a split of actlab.data.parallel
+            values = targets.values.numpy()
+            if len(targets) and int(targets.lengths.min()) < 2:
+                raise ValueError(f"{split} targets of a seq2seq task must be rows of >= 2 ids "
+                                 "(<bos> ... <eos>)")
+            if values.size and (int(values.min()) < 0 or int(values.max()) >= self.num_classes):
+                raise ValueError(f"{split} targets hold ids outside [0, {self.num_classes})")
+            if len(targets) and bool((values[targets.offsets[:-1].numpy()] != self.bos_id).any()):
+                raise ValueError(f"{split} targets must start with <bos> (id {self.bos_id})")
+            return
         if targets.dtype.is_floating_point or targets.dtype == torch.bool:
             raise TypeError(f"{split} targets must be integer token ids, got {targets.dtype}")
         if targets.dim() != 2 or targets.shape[1] < 2:
@@ -160,7 +172,7 @@ class Seq2SeqTask(Task):
         return out
 
     @torch.no_grad()
-    def translate(self, model: nn.Module, inputs: Tensor, *, batch_size: int = 256,
+    def translate(self, model: nn.Module, inputs: Any, *, batch_size: int = 256,
                   device: torch.device | str = "cpu") -> list[str]:
         """Detokenised translations of source rows (model put in eval mode for the call)."""
         was = model.training
@@ -176,8 +188,8 @@ class Seq2SeqTask(Task):
     def evaluate(
         self,
         model: nn.Module,
-        inputs: Tensor,
-        targets: Tensor,
+        inputs: Any,
+        targets: Any,
         *,
         batch_size: int = 512,
         device: torch.device | str = "cpu",
@@ -217,7 +229,9 @@ class Seq2SeqTask(Task):
             hyps = [h for part in gathered for h in part]
         nll, n, hits = sums.tolist()
         loss = nll / n if n > 0 else math.nan
-        bleu, _ = corpus_bleu(self.detokenize(hyps), self.detokenize(self.references(targets)))
+        refs = [r for i in range(0, len(targets), batch_size)  # slices: ragged splits pad each
+                for r in self.references(targets[i:i + batch_size])]
+        bleu, _ = corpus_bleu(self.detokenize(hyps), self.detokenize(refs))
         return {"loss": loss, "ppl": math.exp(min(loss, 700.0)),
                 "token_acc": hits / n if n > 0 else math.nan, "bleu": bleu}
 
