@@ -695,6 +695,10 @@ def _check_tasks(p: _Parser, scalars: Mapping[str, Any], grid: Mapping[str, tupl
                     raise p.error("task_kwargs", f"task {task or d_task!r} takes no option "
                                   f"{unknown[0]!r}{did_you_mean(unknown[0], allowed)} "
                                   f"(its options: {', '.join(allowed)})")
+                try:
+                    task_type(task or d_task).check_options(task_kwargs)
+                except (TypeError, ValueError) as exc:
+                    raise p.error("task_kwargs", str(exc)) from None
 
 
 def _parse_grid(

@@ -14,6 +14,8 @@ The training loop only ever calls these methods:
 ``task.evaluate(model, x, y, …)``  ``{"loss": ..., <metric>: ...}`` of a split (loop adds
                                    ``val_`` / ``test_``)
 ``task.build_augment(spec)``       the batch augmentation for ``augment=spec`` (or an error)
+``task.batch_plan(train, B, drop)`` a planner of each epoch's training batches, or None (the
+                                   default: consecutive slices of the epoch's permutation)
 =================================  ===============================================================
 
 The batch loss is ``Σ numerators / loss_normaliser(global batch)``, which makes a data-parallel
@@ -27,7 +29,7 @@ labels of models it can train), ``eval_metrics`` (keys :meth:`Task.evaluate` ret
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -112,6 +114,19 @@ class Task(ABC):
         if spec in (None, "", "none"):
             return None
         raise ValueError(f"augment={spec!r} is not supported for {self.name} tasks")
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> None:
+        """One-line ``ValueError`` for option values that are wrong whatever the data (called
+        by ``actlab run --check`` on a spec's ``task_kwargs``); nothing to check by default."""
+        del options
+
+    def batch_plan(self, train: Any, batch_size: int, drop_last: bool) -> Any | None:
+        """How the loop forms training batches: ``None`` (the default) for consecutive slices
+        of each epoch's random permutation, or an object with ``plan(perm, generator) ->
+        list[list[int]]`` and ``steps_per_epoch(seed) -> int`` (seq2seq's length bucketing,
+        :class:`actlab.data.bucketing.BucketBatches`)."""
+        return None
 
     @classmethod
     def metric_keys(cls) -> tuple[str, ...]:

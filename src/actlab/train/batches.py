@@ -30,6 +30,10 @@ class EpochBatches(Sampler[list[int]]):
         self._batches = [perm[s * batch_size:(s + 1) * batch_size].tolist()
                          for s in range(steps)]
 
+    def set_batches(self, batches: list[list[int]]) -> None:
+        """This epoch's batches as planned elsewhere (e.g. length-bucketed)."""
+        self._batches = [list(b) for b in batches]
+
     def __iter__(self) -> Iterator[list[int]]:
         return iter(list(self._batches))
 

@@ -1,10 +1,12 @@
 """``train_model``: one training loop for classification and segmentation.
 
 Each epoch: shuffle the training split with a seeded ``torch.Generator``, take global batches of
-``cfg.batch_size`` samples (augmented with the same generator), step the optimizer and the
-per-step schedule, then evaluate the val and test splits, record one history entry, write the
-checkpoint (atomically) and call ``on_epoch``. The test split is evaluated every epoch for the
-curves but never used to select anything: the final metrics are those of the last epoch.
+``cfg.batch_size`` samples (or the batches the task plans from that permutation, e.g. seq2seq's
+length bucketing: ``Task.batch_plan``; augmented with the same generator), step the optimizer
+and the per-step schedule, then evaluate the val and test splits, record one history entry,
+write the checkpoint (atomically) and call ``on_epoch``. The test split is evaluated every
+epoch for the curves but never used to select anything: the final metrics are those of the last
+epoch.
 
 Reproducibility: with the same seed on the CPU two runs give bit-identical histories and
 weights, and a run resumed from its checkpoint ends exactly where an uninterrupted run ends
@@ -106,9 +108,19 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _check_batch_sizes(batches: EpochBatches, world_size: int) -> None:
+    """Every planned batch must give each process at least one pair."""
+    smallest = min((len(b) for b in batches), default=0)
+    if smallest < world_size:
+        raise ValueError(f"a planned training batch has {smallest} samples, fewer than the "
+                         f"{world_size} processes (raise batch_tokens or batch_size)")
+
+
 def _check_resume(saved: Mapping[str, Any], cfg: TrainConfig, path: str) -> None:
     now = cfg.to_dict()
-    diff = sorted(k for k in now if k not in RESUME_FREE_KEYS and saved.get(k) != now[k])
+    default = TrainConfig.defaults()  # settings added after the checkpoint was written
+    diff = sorted(k for k in now if k not in RESUME_FREE_KEYS
+                  and saved.get(k, default.get(k)) != now[k])
     if diff:
         pairs = ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in diff)
         raise ValueError(
@@ -216,26 +228,7 @@ def _train(
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
-    # ---- data: the training split lives on the device when it fits comfortably -------------
-    # (streamed splits and loader="stream" go through a DataLoader instead: actlab.train.batches)
-    streamed = cfg.loader == "stream" or not hasattr(splits.train, "tensors")
-    n_train, bs = len(splits.train), cfg.batch_size
-    batches: EpochBatches | None = None
-    if streamed:
-        batches = EpochBatches()
-        loader = make_loader(splits.train, batches, cfg.num_workers, device)
-    else:
-        x_train, y_train = splits.train.tensors
-        if device.type == "cuda":
-            budget = _DEVICE_DATA_SHARE * torch.cuda.get_device_properties(device).total_memory
-            if x_train.nbytes + y_train.nbytes <= budget:
-                x_train, y_train = x_train.to(device), y_train.to(device)
-    steps = n_train // bs if cfg.drop_last else math.ceil(n_train / bs)
-    if steps < 1:
-        raise ValueError(
-            f"the training split has {n_train} samples, fewer than batch_size={bs} with "
-            "drop_last=True: no complete batch (lower batch_size or set drop_last=False)"
-        )
+    # ---- the task (loss, metrics, and how training batches are formed) ----------------------
     weight = None
     if cfg.class_weights == "enet":
         weight = enet_class_weights(targets_of(splits.train), num_classes).to(device)
@@ -249,6 +242,33 @@ def _train(
         tk.check_targets(name, targets_of(getattr(splits, name)))
     augment = tk.build_augment(cfg.augment)
     task_info = tk.run_info()
+    n_train, bs = len(splits.train), cfg.batch_size
+    plan = tk.batch_plan(splits.train, bs, cfg.drop_last)  # None: slices of the permutation
+
+    # ---- data: the training split lives on the device when it fits comfortably -------------
+    # (streamed, ragged or planned splits and loader="stream" go through a DataLoader instead:
+    # actlab.train.batches)
+    streamed = (plan is not None or cfg.loader == "stream"
+                or not hasattr(splits.train, "tensors"))
+    batches: EpochBatches | None = None
+    if streamed:
+        batches = EpochBatches()
+        loader = make_loader(splits.train, batches, cfg.num_workers, device)
+    else:
+        x_train, y_train = splits.train.tensors
+        if device.type == "cuda":
+            budget = _DEVICE_DATA_SHARE * torch.cuda.get_device_properties(device).total_memory
+            if x_train.nbytes + y_train.nbytes <= budget:
+                x_train, y_train = x_train.to(device), y_train.to(device)
+    if plan is not None:
+        steps = plan.steps_per_epoch(cfg.seed)  # a token budget: the first epoch's count
+    else:
+        steps = n_train // bs if cfg.drop_last else math.ceil(n_train / bs)
+    if steps < 1:
+        raise ValueError(
+            f"the training split has {n_train} samples, fewer than batch_size={bs} with "
+            "drop_last=True: no complete batch (lower batch_size or set drop_last=False)"
+        )
 
     # ---- model, optimizer, schedule, AMP ---------------------------------------------------
     model.to(device)
@@ -296,13 +316,19 @@ def _train(
             # ---- one pass over the training split --------------------------------------
             net.train()
             perm = torch.randperm(n_train, generator=generator)
-            if batches is not None:
+            epoch_steps = steps
+            if plan is not None:
+                batches.set_batches(plan.plan(perm, generator))
+                epoch_steps = len(batches)
+                _check_batch_sizes(batches, world.world_size)
+                stream = iter(loader)
+            elif batches is not None:
                 batches.set_order(perm, steps, bs)
                 stream = iter(loader)
             else:
                 perm = perm.to(x_train.device)
             sums = None
-            for step in range(steps):
+            for step in range(epoch_steps):
                 if batches is not None:
                     x, y = next(stream)
                 else:

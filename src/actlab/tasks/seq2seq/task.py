@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -53,6 +53,12 @@ class Seq2SeqTask(Task):
     ``label_smoothing`` 0.1, ``beam_size`` 4 (1 = greedy), ``length_penalty`` α 0.6,
     ``max_len_a`` 1 and ``max_len_b`` 50 (at most ``a·|src| + b`` generated tokens) — the
     settings of Vaswani et al. 2017; ``pad_id`` 0, ``bos_id`` 1, ``eos_id`` 2.
+
+    Training batches (:mod:`actlab.data.bucketing`): ``bucket`` False (default: random batches
+    of ``batch_size`` pairs, as every task) or True (pairs of similar length batched together,
+    sorted inside shuffled pools of ``bucket_pool`` batches, default 100); ``batch_tokens``
+    (default None) sets a budget of padded tokens per side and batch instead of a fixed
+    ``batch_size`` (implies ``bucket``; Vaswani et al. 2017 used about 25,000).
     """
 
     name = "seq2seq"
@@ -75,9 +81,17 @@ class Seq2SeqTask(Task):
         pad_id: int = 0,
         bos_id: int = 1,
         eos_id: int = 2,
+        bucket: bool = False,
+        batch_tokens: int | None = None,
+        bucket_pool: int = 100,
         class_weight: Tensor | None = None,
     ) -> None:
         super().__init__(num_classes)
+        from actlab.data.bucketing import check_bucket_options
+
+        check_bucket_options(bucket, batch_tokens, bucket_pool)
+        self.bucket = bool(bucket) or batch_tokens is not None
+        self.batch_tokens, self.bucket_pool = batch_tokens, int(bucket_pool)
         if class_weight is not None:
             raise ValueError("class_weights are not supported for seq2seq")
         if not 0.0 <= float(label_smoothing) < 1.0:
@@ -132,6 +146,34 @@ class Seq2SeqTask(Task):
         tgt_in = targets[:, :_used_width(targets, self.pad_id, 2) - 1]
         return model(src, tgt_in, src_padding_mask=src == self.pad_id,
                      tgt_padding_mask=tgt_in == self.pad_id)
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> None:
+        """Bucketing options (``bucket``, ``batch_tokens``, ``bucket_pool``) and ``beam_size``."""
+        from actlab.data.bucketing import check_bucket_options
+
+        check_bucket_options(options.get("bucket", False), options.get("batch_tokens"),
+                             options.get("bucket_pool", 100))
+        beam = options.get("beam_size", 1)
+        if isinstance(beam, bool) or not isinstance(beam, int) or beam < 1:
+            raise ValueError(f"beam_size must be an int >= 1, got {beam!r}")
+
+    def batch_plan(self, train: Any, batch_size: int, drop_last: bool) -> Any | None:
+        """Length-bucketed batches when ``bucket`` / ``batch_tokens`` is set (class doc)."""
+        if not self.bucket:
+            return None
+        from actlab.data.bucketing import BucketBatches
+        from actlab.data.ragged import RaggedPairs
+
+        if isinstance(train, RaggedPairs):
+            lengths = train.lengths()
+        elif hasattr(train, "tensors"):  # padded (inputs, targets) tensors
+            lengths = torch.stack([(t != self.pad_id).sum(1) for t in train.tensors[:2]], 1)
+        else:
+            raise TypeError(f"bucketing needs a seq2seq split (RaggedPairs or a TensorDataset), "
+                            f"got {type(train).__name__}")
+        return BucketBatches(lengths, batch_size=batch_size, batch_tokens=self.batch_tokens,
+                             pool=self.bucket_pool, drop_last=drop_last)
 
     def loss_normaliser(self, targets: Tensor) -> Tensor:
         return (targets[:, 1:] != self.pad_id).sum().to(torch.float32)
@@ -237,7 +279,11 @@ class Seq2SeqTask(Task):
 
     def run_info(self) -> dict[str, Any]:
         """Facts to store with a run: the sacreBLEU signature and the decoding settings."""
-        return {"bleu_signature": bleu_signature(), "beam_size": self.beam_size,
+        info = {"bleu_signature": bleu_signature(), "beam_size": self.beam_size,
                 "length_penalty": self.decoding.length_penalty,
                 "max_len_a": self.decoding.max_len_a, "max_len_b": self.decoding.max_len_b,
                 "label_smoothing": self.label_smoothing}
+        if self.bucket:  # only when on, so that the records of unbucketed runs are unchanged
+            info.update(bucket=True, batch_tokens=self.batch_tokens,
+                        bucket_pool=self.bucket_pool)
+        return info
