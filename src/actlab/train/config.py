@@ -56,13 +56,20 @@ class TrainConfig:
         lr: learning rate; per-sample when ``lr_scaling="linear"``.
         lr_scaling: ``"none"`` or ``"linear"`` (``lr_eff = lr × batch_size``, Deep Control).
         momentum, nesterov: SGD momentum settings (``momentum`` is Adam's beta1 for adam/adamw).
+        adam_beta2, adam_eps: Adam/AdamW's second-moment decay and epsilon (torch's defaults
+            0.999 and 1e-8; Vaswani et al. 2017 used 0.98 and 1e-9).
         weight_decay: weight-decay coefficient.
         wd_exclude_1d: do not decay parameters with ``ndim <= 1`` (biases, norm affines and
             scalar activation parameters). Off by default: every parameter is decayed.
-        schedule: ``"none"``, ``"cosine"`` (to 0 at the last step) or ``"step"`` (multiply by
-            ``step_gamma`` every ``step_size`` epochs, or at each epoch of a list of milestones).
+        schedule: ``"none"``, ``"cosine"`` (to 0 at the last step), ``"step"`` (multiply by
+            ``step_gamma`` every ``step_size`` epochs, or at each epoch of a list of milestones)
+            or ``"inverse_sqrt"`` (``sqrt(W / step)`` after a warm-up of ``W`` steps: Vaswani
+            et al. 2017's ``d^-0.5·min(step^-0.5, step·W^-1.5)`` with ``lr = (d·W)^-0.5``, the
+            peak rate; needs a warm-up).
         warmup_epochs: linear warm-up length in epochs (the rate climbs from ``1/W`` to 1 over
             the first ``W`` steps, then the schedule proper takes over).
+        warmup_steps: the warm-up length in optimizer steps instead (None: use
+            ``warmup_epochs``; setting both is refused).
         augment: augmentation spec for ``actlab.data.build_augment`` (None: no augmentation).
         amp: mixed precision where supported: fp16 autocast + GradScaler on CUDA; on CPU only
             when ``amp_dtype="bfloat16"`` is asked for.
@@ -98,13 +105,16 @@ class TrainConfig:
     lr: float = setting(0.05, Float(0.0, lo_open=True))
     lr_scaling: str = setting("none", Choice("none", "linear"))
     momentum: float = setting(0.9, Float(0.0, 1.0, hi_open=True))
+    adam_beta2: float = setting(0.999, Float(0.0, 1.0, hi_open=True))
+    adam_eps: float = setting(1e-8, Float(0.0, lo_open=True))
     weight_decay: float = setting(0.0, Float(0.0))
     nesterov: bool = setting(False, Bool)
     wd_exclude_1d: bool = setting(False, Bool)
-    schedule: str = setting("none", Choice("none", "cosine", "step"))
+    schedule: str = setting("none", Choice("none", "cosine", "step", "inverse_sqrt"))
     step_size: int | list[int] = setting(30, Milestones)
     step_gamma: float = setting(0.1, Float(0.0, 1.0, lo_open=True))
     warmup_epochs: int | float = setting(0, Float(0.0))
+    warmup_steps: int | None = setting(None, Optional(Int(1)))
     augment: str | None = setting(None, OptionalName())
     amp: bool = setting(False, Bool)
     amp_dtype: str = setting("float16", Choice("float16", "bfloat16"))
@@ -141,6 +151,12 @@ class TrainConfig:
                 raise exc(f"TrainConfig.{name} must be {bad.expected}, got {value!r}") from None
         if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
             raise ValueError("TrainConfig.nesterov=True needs optimizer='sgd' and momentum > 0")
+        if self.warmup_steps is not None and self.warmup_epochs > 0:
+            raise ValueError("TrainConfig: set warmup_steps or warmup_epochs, not both")
+        if self.schedule == "inverse_sqrt" and self.warmup_steps is None \
+                and self.warmup_epochs == 0:
+            raise ValueError("TrainConfig.schedule='inverse_sqrt' needs a warm-up "
+                             "(warmup_steps or warmup_epochs > 0)")
 
     @classmethod
     def checkers(cls) -> dict[str, Checker]:

@@ -1,13 +1,17 @@
 """Optimizers and per-step learning-rate schedules.
 
 The rate at optimizer step ``k`` (0-based) is ``lr_eff × f(k)`` where, with ``S`` steps per
-epoch, ``T = epochs × S`` steps in all and ``W = round(warmup_epochs × S)`` warm-up steps:
+epoch, ``T = epochs × S`` steps in all and ``W = warmup_steps`` or ``round(warmup_epochs × S)``
+warm-up steps (at most ``T``):
 
 * warm-up (``k < W``): ``f = (k + 1) / W``;
 * ``"none"``: ``f = 1``;
 * ``"cosine"``: ``f = (1 + cos(π (k - W) / (T - W))) / 2`` (from 1 down towards 0);
 * ``"step"``: ``f = γ^m`` with ``m`` the number of decays so far: ``⌊e / step_size⌋`` for an int
-  step size, or the number of milestones ``≤ e`` for a list, ``e = ⌊k / S⌋`` the epoch index.
+  step size, or the number of milestones ``≤ e`` for a list, ``e = ⌊k / S⌋`` the epoch index;
+* ``"inverse_sqrt"``: ``f = sqrt(W / (k + 1))`` (``W`` taken as 1 if 0). With the warm-up this is
+  Vaswani et al. 2017 (Eq. 3), ``rate(s) = d^-0.5 · min(s^-0.5, s · W^-1.5)`` at step
+  ``s = k + 1``, scaled to peak 1 at ``s = W``: set ``lr = (d · W)^-0.5`` for their rate.
 
 Under ``lr_scaling="linear"`` ``lr_eff = lr × batch_size`` (Deep Control's rule), else ``lr``.
 """
@@ -46,11 +50,11 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     lr = cfg.effective_lr
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
-    betas = (cfg.momentum, 0.999)
+    betas = (cfg.momentum, cfg.adam_beta2)
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=lr, betas=betas)
+        return torch.optim.Adam(groups, lr=lr, betas=betas, eps=cfg.adam_eps)
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, betas=betas)
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=cfg.adam_eps)
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}; expected 'sgd', 'adam' or 'adamw'")
 
 
@@ -63,16 +67,21 @@ def lr_factor(
     warmup_epochs: float = 0,
     step_size: int | Iterable[int] = 30,
     step_gamma: float = 0.1,
+    warmup_steps: int | None = None,
 ) -> float:
     """Multiplier ``f(step)`` of the base rate (see module doc)."""
     if steps_per_epoch < 1:
         raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
     total = epochs * steps_per_epoch
-    warm = min(int(round(warmup_epochs * steps_per_epoch)), total)
+    warm = warmup_steps if warmup_steps is not None else int(round(warmup_epochs
+                                                                   * steps_per_epoch))
+    warm = min(warm, total)
     if step < warm:
         return (step + 1) / warm
     if schedule == "none":
         return 1.0
+    if schedule == "inverse_sqrt":
+        return math.sqrt(max(warm, 1) / (step + 1))
     if schedule == "cosine":
         span = max(total - warm, 1)
         return 0.5 * (1.0 + math.cos(math.pi * min(step - warm, span) / span))
@@ -83,7 +92,8 @@ def lr_factor(
         else:
             decays = bisect.bisect_right(sorted(step_size), epoch)
         return step_gamma**decays
-    raise ValueError(f"unknown schedule {schedule!r}; expected 'none', 'cosine' or 'step'")
+    raise ValueError(f"unknown schedule {schedule!r}; expected 'none', 'cosine', 'step' or "
+                     "'inverse_sqrt'")
 
 
 class _Factor:
@@ -97,6 +107,7 @@ class _Factor:
             "warmup_epochs": cfg.warmup_epochs,
             "step_size": cfg.step_size,
             "step_gamma": cfg.step_gamma,
+            "warmup_steps": cfg.warmup_steps,
         }
 
     def __call__(self, step: int) -> float:
