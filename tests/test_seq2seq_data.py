@@ -75,26 +75,26 @@ def test_scan_dataset_splits(tmp_path):
     assert "num_samples" in dataset_options("scan")
     d = load_dataset("scan", num_samples=500, cache_dir=tmp_path)
     assert d.task == "seq2seq" and d.sizes == {"train": 360, "val": 40, "test": 100}
-    x, y = d.train.tensors
+    x, y = d.train.padded()
     assert x.dtype == y.dtype == torch.int64 and d.input_shape == (x.shape[1],)
     assert d.num_classes == d.meta["vocab_size"]
     assert d.meta["task_options"] == {"tokenizer": d.meta["tokenizer"]}
     task = Seq2SeqTask(d.num_classes, tokenizer=d.meta["tokenizer"])
     for split in ("train", "val", "test"):
-        task.check_targets(split, getattr(d, split).tensors[1])
+        task.check_targets(split, getattr(d, split).targets)  # ragged rows
     # every pair decodes back to a command and its meaning
     src = task.detokenize(task.references(torch.cat([torch.ones_like(x[:, :1]), x], 1)))
     tgt = task.detokenize(task.references(y))
     assert all(scan_meaning(s) == t for s, t in zip(src, tgt, strict=True))
     again = load_dataset("scan", num_samples=500, cache_dir=tmp_path)
     for split in ("train", "val", "test"):
-        for t1, t2 in zip(getattr(d, split).tensors, getattr(again, split).tensors, strict=True):
+        for t1, t2 in zip(getattr(d, split).padded(), getattr(again, split).padded(), strict=True):
             assert torch.equal(t1, t2)
     other = load_dataset("scan", num_samples=500, seed=1, cache_dir=tmp_path)
-    test_a = task.detokenize(task.references(d.test.tensors[1]))
+    test_a = task.detokenize(task.references(d.test.padded()[1]))
     other_task = Seq2SeqTask(other.num_classes, tokenizer=other.meta["tokenizer"])
-    assert other_task.detokenize(other_task.references(other.test.tensors[1])) == test_a
-    assert not torch.equal(other.val.tensors[1][:5], d.val.tensors[1][:5])
+    assert other_task.detokenize(other_task.references(other.test.padded()[1])) == test_a
+    assert not torch.equal(other.val.padded()[1][:5], d.val.padded()[1][:5])
 
 
 def _write(folder, name, lines):
@@ -119,9 +119,9 @@ def test_wmt_reader_on_fabricated_files(tmp_path):
     assert d.task == "seq2seq"
     assert d.sizes == {"train": 18, "val": 6, "test": 2}  # the 4 empty-source pairs dropped
     task = Seq2SeqTask(d.num_classes, tokenizer=d.meta["tokenizer"])
-    assert task.detokenize(task.references(d.test.tensors[1])) == ["das kleine Haus .",
+    assert task.detokenize(task.references(d.test.padded()[1])) == ["das kleine Haus .",
                                                                    "ein grüner Baum ."]
-    src = d.test.tensors[0]
+    src = d.test.padded()[0]
     assert decode_ids(task.tokenizer, src.tolist()) == ["the small house .", "a green tree ."]
     # official validation set, other direction
     _write(root, "newstest2013.en", ["the tree ."])
@@ -130,12 +130,12 @@ def test_wmt_reader_on_fabricated_files(tmp_path):
                      src_lang="de", tgt_lang="en", cache_dir=tmp_path / "cache")
     assert d.sizes == {"train": 24, "val": 1, "test": 2}
     task = Seq2SeqTask(d.num_classes, tokenizer=d.meta["tokenizer"])
-    assert task.detokenize(task.references(d.val.tensors[1])) == ["the tree ."]
+    assert task.detokenize(task.references(d.val.padded()[1])) == ["the tree ."]
     # long training pairs are dropped with max_tokens
     d = load_dataset("wmt", data_dir=tmp_path / "data", vocab_size=120, max_tokens=5,
                      val_fraction=0.0, cache_dir=tmp_path / "cache")
     assert 0 < d.sizes["train"] < 24 and d.meta["dropped_long_train_pairs"] > 0
-    assert int((d.train.tensors[1] != 0).sum(1).max()) <= 5
+    assert int((d.train.padded()[1] != 0).sum(1).max()) <= 5
 
 
 def test_wmt_reader_errors(tmp_path):
@@ -162,7 +162,7 @@ def test_wmt_reader_errors(tmp_path):
 def test_scan_length_split(tmp_path):
     d = load_dataset("scan", num_samples=600, split="length", cache_dir=tmp_path)
     task = Seq2SeqTask(d.num_classes, tokenizer=d.meta["tokenizer"])
-    n_words = {k: [len(t.split()) for t in task.detokenize(task.references(s.tensors[1]))]
+    n_words = {k: [len(t.split()) for t in task.detokenize(task.references(s.padded()[1]))]
                for k, s in (("train", d.train), ("val", d.val), ("test", d.test))}
     assert min(n_words["test"]) > 22 and max(n_words["train"] + n_words["val"]) <= 22
     assert sum(d.sizes.values()) == 600 and 0.1 < d.sizes["test"] / 600 < 0.3

@@ -30,10 +30,10 @@ def test_tiny_transformer_learns_scan(scan_small, act):
                          dim_feedforward=128, dropout=0.0)
     task = build_task("seq2seq", model, d.num_classes, tokenizer=d.meta["tokenizer"],
                       beam_size=1, label_smoothing=0.1)
-    xv, yv = (t[:64] for t in d.val.tensors)
+    xv, yv = (t[:64] for t in d.val.padded())
     before = task.evaluate(model, xv, yv)
     opt = torch.optim.Adam(model.parameters(), lr=5e-3)
-    x, y = d.train.tensors
+    x, y = d.train.padded()
     g = torch.Generator().manual_seed(0)
     losses = []
     for _ in range(100):
