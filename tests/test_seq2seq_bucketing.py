@@ -175,7 +175,6 @@ name = "s2s-bucket"
 dataset = "scan"
 dataset_kwargs = { num_samples = 400, max_val = 16, max_test = 16 }
 model = "transformer_seq2seq"
-model_kwargs = { d_model = 16, nhead = 2, num_encoder_layers = 1, num_decoder_layers = 1, dim_feedforward = 32 }
 acts = ["sau"]
 norms = ["ln"]
 seeds = [0]
@@ -187,6 +186,13 @@ schedule = "inverse_sqrt"
 warmup_steps = 5
 label_smoothing = 0.1
 task_kwargs = { beam_size = 1, batch_tokens = 400, bucket_pool = 4 }
+
+[model_kwargs]
+d_model = 16
+nhead = 2
+num_encoder_layers = 1
+num_decoder_layers = 1
+dim_feedforward = 32
 """)
     db = tmp_path / "r.sqlite"
     assert main(["run", str(spec), "--db", str(db), "--out", str(tmp_path / "out"),
