@@ -148,6 +148,21 @@ def test_sau_table4_follows_the_papers_tiny_imagenet_recipe():
     assert aug.fill_mode == "nearest"
 
 
+def test_sau_table7_is_the_transformer_base_recipe_on_wmt14():
+    spec = _paper("sau_table7_transformer_wmt14")
+    t = spec.train
+    assert (spec.dataset, spec.model, spec.norms) == ("wmt", "transformer_base", ("ln",))
+    assert spec.model_kwargs["nhead"] == 8 and spec.model_kwargs["d_model"] == 512
+    assert spec.dataset_kwargs["valid"] == "newstest2013"
+    assert spec.dataset_kwargs["test"] == "newstest2014"
+    assert (t.optimizer, t.momentum, t.adam_beta2, t.adam_eps) == ("adam", 0.9, 0.98, 1e-9)
+    assert (t.schedule, t.warmup_steps, t.label_smoothing) == ("inverse_sqrt", 4000, 0.1)
+    assert t.lr == pytest.approx((512 * 4000) ** -0.5)
+    kw = spec.task_kwargs
+    assert (kw["batch_tokens"], kw["beam_size"], kw["length_penalty"]) == (25000, 4, 0.6)
+    assert spec.acts[-1] == "sau" and "relu" in spec.acts
+
+
 def test_ash_specs_run_the_papers_networks_per_table():
     for t, d in ((2, "cifar10"), (3, "cifar100")):
         models = {_paper(f"ash_table{t}_{d}_{m}").model
@@ -233,12 +248,26 @@ def _tiny_imagenet(root: Path) -> None:
     (base / "val" / "val_annotations.txt").write_text("\n".join(lines) + "\n")
 
 
+def _wmt(root: Path) -> None:
+    """WMT-style plain text: train, newstest2013 (validation) and newstest2014 (test)."""
+    folder = root / "wmt14_en_de"
+    folder.mkdir(parents=True, exist_ok=True)
+    en = ["the house is small .", "the tree is green .", "a small house .", "the green tree ."]
+    de = ["das Haus ist klein .", "der Baum ist grün .", "ein kleines Haus .", "der grüne Baum ."]
+    for prefix, keep in (("train", slice(None)), ("newstest2013", slice(0, 2)),
+                         ("newstest2014", slice(2, 4))):
+        for lang, lines in (("en", en), ("de", de)):
+            (folder / f"{prefix}.{lang}").write_text("\n".join(lines[keep] * 2) + "\n",
+                                                     encoding="utf-8")
+
+
 FABRICATE = {
     "mnist": lambda root: _mnist_like(root / "MNIST" / "raw"),
     "fashion_mnist": lambda root: _mnist_like(root / "FashionMNIST" / "raw"),
     "svhn": _svhn, "cifar10": _cifar10, "cifar100": _cifar100,
     "tiny_imagenet": _tiny_imagenet,
     "cityscapes": lambda root: make_cityscapes(root, per_city=2, hw=(32, 64)),
+    "wmt": _wmt,
 }
 #: generated datasets: generate them small (and read Cityscapes at a small size)
 SMALL = {"synthetic_shapes": {"num_samples": 20, "size": 64}, "mnist1d": {"num_samples": 200},
