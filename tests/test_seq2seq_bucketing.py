@@ -81,6 +81,37 @@ def test_token_budget_is_respected_per_side(budget):
     assert sum(fill) / len(fill) > 0.8
 
 
+def _naive_greedy(order: list[int], lengths: torch.Tensor, pool_pairs: int,
+                  budget: int) -> list[list[int]]:
+    """Pair by pair: close the batch when one more pair would pad a side over the budget, and
+    at every pool boundary."""
+    out: list[list[int]] = []
+    for lo in range(0, len(order), pool_pairs):
+        cur: list[int] = []
+        for i in order[lo:lo + pool_pairs]:
+            rows = lengths[torch.tensor(cur + [i])]
+            if cur and (len(cur) + 1) * int(rows.max()) > budget:
+                out.append(cur)
+                cur = []
+            cur.append(i)
+        out.append(cur)
+    return out
+
+
+@pytest.mark.parametrize(("budget", "pool"), [(300, 2), (1000, 5), (5000, 100)])
+def test_token_batches_are_the_greedy_cut_of_each_sorted_pool(budget, pool):
+    lengths = _lengths(1500, seed=3)
+    lengths = lengths[lengths.max(1).values <= budget]
+    plan = BucketBatches(lengths, batch_size=1, batch_tokens=budget, pool=pool)
+    batches = plan.plan(_perm(len(lengths), 2))  # no generator: in pool order
+    order = [i for b in batches for i in b]
+    assert sorted(order) == list(range(len(lengths)))
+    for lo in range(0, len(order), plan.pool_pairs):  # each pool sorted by the longer side
+        pool_longest = lengths[torch.tensor(order[lo:lo + plan.pool_pairs])].max(1).values
+        assert bool((pool_longest[1:] >= pool_longest[:-1]).all())
+    assert batches == _naive_greedy(order, lengths, plan.pool_pairs, budget)
+
+
 def test_a_pair_over_the_budget_is_refused_in_one_line():
     lengths = torch.tensor([[5, 6], [40, 8], [3, 3]])
     with pytest.raises(ValueError) as err:

@@ -30,6 +30,7 @@ the loop builds its per-step schedule with the first epoch's count (see
 
 from __future__ import annotations
 
+import bisect
 import math
 
 import numpy as np
@@ -125,23 +126,26 @@ class BucketBatches:
         return batches
 
     def _cut_tokens(self, order: Tensor) -> list[list[int]]:
+        """Greedy cut of each sorted pool: a batch grows while ``n × longest ≤ budget``.
+
+        Inside a pool the pairs are sorted by their longer side, so the widest row of a batch
+        is its last pair's longer side and ``n × longest`` grows with every pair added: each
+        batch end is found by bisection (``O(batches × log pool)``, not a Python loop over
+        pairs)."""
         budget = int(self.batch_tokens)
-        lens = self.lengths[order].tolist()
+        longest = self.lengths[order].max(1).values.tolist()
         idx = order.tolist()
-        pool_id = (torch.arange(len(order)) // self.pool_pairs).tolist()
         batches: list[list[int]] = []
-        cur: list[int] = []
-        widest = [0] * self.lengths.shape[1]
-        last_pool = -1
-        for i, ls, p in zip(idx, lens, pool_id, strict=True):
-            grown = [max(w, v) for w, v in zip(widest, ls, strict=True)]
-            if cur and (p != last_pool or (len(cur) + 1) * max(grown) > budget):
-                batches.append(cur)
-                cur, grown = [], list(ls)
-            cur.append(i)
-            widest, last_pool = grown, p
-        if cur:
-            batches.append(cur)
+        for lo in range(0, len(idx), self.pool_pairs):
+            hi = min(lo + self.pool_pairs, len(idx))
+            j = lo
+            while j < hi:
+                start = j
+                # pairs j..k fit while (k - j + 1) * longest[k] <= budget (increasing in k)
+                end = bisect.bisect_right(range(start, hi), budget,
+                                          key=lambda k, s=start: (k - s + 1) * longest[k])
+                j = start + max(end, 1)
+                batches.append(idx[start:j])
         return batches
 
     def plan(self, perm: Tensor, generator: torch.Generator | None = None) -> list[list[int]]:
