@@ -37,12 +37,14 @@ class DatasetSplits:
         name: registry name of the dataset (``"cifar10"``, ...).
         task: ``"classification"`` (targets ``(N,)`` int64), ``"segmentation"`` (targets
             ``(N, H, W)`` int64 label maps) or ``"detection"`` (targets ``(N, M, 6)`` float32
-            object rows, see :mod:`actlab.tasks.detection.targets`) or ``"seq2seq"`` (inputs
-            ``(N, S)`` and targets ``(N, T)`` int64 token ids, see :mod:`actlab.data.parallel`).
+            object rows, see :mod:`actlab.tasks.detection.targets`) or ``"seq2seq"`` (source and
+            target token ids, read as ``(n, S)`` / ``(n, T)`` int64 batches, see
+            :mod:`actlab.data.parallel`).
         train, val, test: ``TensorDataset(inputs, targets)`` (or, loaded with ``stream=True``,
-            :class:`actlab.data.stream.SourceDataset` read per sample); inputs are float
-            tensors of shape ``(N, *input_shape)``. ``val`` is carved from the official
-            training data, never from the test data.
+            :class:`actlab.data.stream.SourceDataset` read per sample; seq2seq:
+            :class:`actlab.data.ragged.RaggedPairs`, ids stored flat and padded per batch);
+            inputs are float tensors of shape ``(N, *input_shape)``. ``val`` is carved from the
+            official training data, never from the test data.
         num_classes: number of classes (including background for segmentation and detection).
         in_channels: ``input_shape[0]``.
         input_shape: ``(C, H, W)`` for images, ``(C, L)`` for sequences.
