@@ -68,3 +68,13 @@ def test_adam_settings_reach_the_optimizer(name):
     assert default.defaults["betas"] == (0.9, 0.999) and default.defaults["eps"] == 1e-8
     paper = build_optimizer(model, TrainConfig(optimizer=name, adam_beta2=0.98, adam_eps=1e-9))
     assert paper.defaults["betas"] == (0.9, 0.98) and paper.defaults["eps"] == 1e-9
+
+
+def test_checkpoints_written_before_the_new_settings_still_resume():
+    from actlab.train.loop import _check_resume
+
+    old = {k: v for k, v in TrainConfig().to_dict().items()
+           if k not in ("adam_beta2", "adam_eps", "warmup_steps")}
+    _check_resume(old, TrainConfig(), "ckpt.pt")  # the new settings at their defaults: fine
+    with pytest.raises(ValueError, match=r"adam_beta2: None -> 0\.98|adam_beta2: 0\.999 -> 0\.98"):
+        _check_resume(old, TrainConfig(adam_beta2=0.98), "ckpt.pt")
