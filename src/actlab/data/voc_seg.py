@@ -53,8 +53,8 @@ def find_voc_seg_root(data_dir: str | os.PathLike[str] | None, year: str = "2012
     for cand in (base / "VOCdevkit" / f"VOC{year}", base / f"VOC{year}", base):
         if cand.name == f"VOC{year}" and (cand / "ImageSets" / "Segmentation").is_dir():
             return cand
-    raise DatasetError(f"{_DS}: missing folder {base / 'VOCdevkit' / f'VOC{year}'} / "
-                       f"ImageSets/Segmentation (expected {_EXPECTED}){hint}")
+    folder = base / "VOCdevkit" / f"VOC{year}" / "ImageSets" / "Segmentation"
+    raise DatasetError(f"{_DS}: missing folder {folder} (expected {_EXPECTED}){hint}")
 
 
 def read_segmentation_set(root: Path, name: str) -> list[str]:
