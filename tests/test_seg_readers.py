@@ -38,6 +38,13 @@ def test_voc_seg_reads_palette_indices_and_the_split_files(tmp_path):
     assert float(x.min()) >= 0 and float(x.max()) <= 1
 
 
+def test_empty_validation_split_keeps_the_sample_shape(tmp_path):
+    make_voc_seg(tmp_path, n_train=2, n_val=1)
+    for size, hw in ((None, (16, 24)), ([8, 12], (8, 12))):
+        x, y = load_dataset("voc_seg", tmp_path, val_fraction=0.0, size=size).val.tensors
+        assert x.shape == (0, 3, *hw) and y.shape == (0, *hw)
+
+
 def test_voc_palette_colours_differ_from_the_indices():
     pal = np.asarray(voc_palette()).reshape(256, 3)
     assert pal[15].tolist() == [192, 128, 128] and pal[255].tolist() == [224, 224, 192]

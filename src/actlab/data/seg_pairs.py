@@ -92,9 +92,14 @@ class _Decoder:
                 f"{self.dataset}: images of different sizes {sorted(shapes)[:2]} in one split; "
                 "pass size=[height, width] to resize them"
             )
-        if not arrays:
-            return np.empty((0,), dtype=np.uint8)
+        if not arrays:  # an empty split keeps the sample shape: (0, 3, H, W) or (0, H, W)
+            return np.empty((0, *self._sample_shape()), dtype=np.uint8)
         return np.stack(arrays).astype(np.uint8, copy=False)
+
+    def _sample_shape(self) -> tuple[int, ...]:
+        if self.size is not None:
+            return (3, *self.size) if self.label_map is None else self.size
+        return self._one(self.paths[0]).shape if self.paths else (0, 0)
 
 
 class _ImageFetch(_Decoder):
