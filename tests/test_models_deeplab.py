@@ -142,3 +142,23 @@ def test_training_steps_lower_the_loss_with_ignored_pixels():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0]
+
+
+def test_convert_replaces_every_activation_like_building_with_sau():
+    from actlab.convert import convert
+    from actlab.nn import SAU
+
+    torch.manual_seed(0)
+    kwargs = {"depth": 50, "width": 0.0625, "num_classes": 3}
+    relu = create_model("deeplabv3plus", **kwargs).eval()
+    n_relu = sum(isinstance(m, nn.ReLU) for m in relu.modules())
+    converted = convert(relu, act="sau", copy_model=True).eval()
+    assert sum(isinstance(m, SAU) for m in converted.modules()) == n_relu
+    assert not any(isinstance(m, nn.ReLU) for m in converted.modules())
+    # the same network built with act="sau" has the same sites: the state loads strictly and
+    # both compute the same function
+    built = create_model("deeplabv3plus", **kwargs, act="sau").eval()
+    built.load_state_dict(converted.state_dict())
+    x = torch.randn(2, 3, 32, 40)
+    with torch.no_grad():
+        torch.testing.assert_close(built(x), converted(x), rtol=0, atol=0)
