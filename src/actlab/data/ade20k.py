@@ -82,8 +82,9 @@ def find_pairs(root: Path, split: str) -> list[tuple[Path, Path]]:
 def ade20k_label_map(values: np.ndarray, path: Path) -> np.ndarray:
     """Annotation values 0..150 -> class indices (0 -> 255 ignored, k -> k - 1)."""
     arr = np.asarray(values)
-    if arr.size and int(arr.max()) > NUM_CLASSES:
-        raise DatasetError(f"{_DS}: {path} has annotation value {int(arr.max())}; expected "
+    if arr.size and (int(arr.max()) > NUM_CLASSES or int(arr.min()) < 0):
+        bad = int(arr.max()) if int(arr.max()) > NUM_CLASSES else int(arr.min())
+        raise DatasetError(f"{_DS}: {path} has annotation value {bad}; expected "
                            f"0..{NUM_CLASSES}")
     return LABEL_TO_CLASS[arr]
 

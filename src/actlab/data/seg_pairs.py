@@ -1,11 +1,11 @@
 """Lazy (image, label map) pairs of a segmentation dataset stored as image files.
 
-Shared by the Pascal VOC segmentation and ADE20K readers: images (JPEG or PNG) are decoded to
-``(3, H, W)`` uint8 RGB arrays and label maps (one-channel PNGs, mode ``L`` or palette ``P``,
-read as their integer indices) are passed through the dataset's ``label_map`` to class indices
-with 255 = ignored. With ``size = (height, width)`` images are resized bilinearly and label maps
-by nearest neighbour (no label is ever interpolated); only the samples that are used are
-decoded, with a thread pool.
+Shared by the Cityscapes, Pascal VOC segmentation and ADE20K readers: images (JPEG or PNG) are
+decoded to ``(3, H, W)`` uint8 RGB arrays and label maps (one-channel PNGs: mode ``L``, palette
+``P`` or 16/32-bit ``I``, read as their integer values / palette indices) are passed through
+the dataset's ``label_map`` to class indices with 255 = ignored. With ``size = (height,
+width)`` images are resized bilinearly and label maps by nearest neighbour (no label is ever
+interpolated); only the samples that are used are decoded, with a thread pool.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from actlab.data.prepare import Source
 __all__ = ["check_size", "read_pixels", "paired_source"]
 
 LabelMap = Callable[[np.ndarray, Path], np.ndarray]
+#: PIL modes accepted for label maps (read as their integer values / palette indices).
+LABEL_MODES = ("L", "P", "I", "I;16")
 
 
 def check_size(dataset: str, size: int | Sequence[int] | None) -> tuple[int, int] | None:
@@ -51,9 +53,9 @@ def read_pixels(dataset: str, path: Path, rgb: bool, size: tuple[int, int] | Non
         with Image.open(path) as im:
             if rgb:
                 im = im.convert("RGB")
-            elif im.mode not in ("L", "P"):
-                raise ValueError(f"label map has PIL mode {im.mode!r}, expected a one-channel "
-                                 "PNG (L or palette P)")
+            elif im.mode not in LABEL_MODES:
+                raise ValueError(f"label map has PIL mode {im.mode!r}, expected one channel "
+                                 "(L, palette P, or 16/32-bit I)")
             if size is not None and im.size != (size[1], size[0]):
                 im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR if rgb
                                else Image.Resampling.NEAREST)

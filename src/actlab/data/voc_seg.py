@@ -73,7 +73,7 @@ def read_segmentation_set(root: Path, name: str) -> list[str]:
 def voc_label_map(indices: np.ndarray, path: Path) -> np.ndarray:
     """Check a label map's indices (0..20 or 255) and return them as uint8 class indices."""
     arr = np.asarray(indices)
-    bad = (arr > len(VOC_SEG_CLASSES) - 1) & (arr != IGNORE_INDEX)
+    bad = ((arr > len(VOC_SEG_CLASSES) - 1) & (arr != IGNORE_INDEX)) | (arr < 0)
     if bad.any():
         raise DatasetError(
             f"{_DS}: {path} has label index {int(arr[bad].flat[0])}; expected 0..20 or 255 "
