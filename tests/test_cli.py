@@ -152,10 +152,11 @@ def test_list_prints_registered_names(capsys):
                                                "seq2seq"]
     assert main(["list", "models"]) == 0
     models = capsys.readouterr().out.split()
-    assert {"ssd300", "ssd_lite", "classnet", "transformer_base"} <= set(models)
+    assert {"ssd300", "ssd_lite", "classnet", "transformer_base", "deeplabv3plus"} <= set(models)
     assert main(["list", "datasets"]) == 0
     datasets = capsys.readouterr().out.split()
-    assert {"synthetic_detection", "voc", "cityscapes", "scan", "wmt"} <= set(datasets)
+    assert {"synthetic_detection", "voc", "cityscapes", "scan", "wmt", "voc_seg",
+            "ade20k"} <= set(datasets)
 
 
 def test_help_and_delegated_commands(capsys):

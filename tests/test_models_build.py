@@ -68,6 +68,9 @@ CASES: dict[str, tuple[dict, object, tuple]] = {
     "ssd300": ({"width": 0.0625, "num_classes": 5}, lambda: img(3, 300), (B, 8732, 9)),
     "ssd_lite": ({"width": 4, "num_classes": 3}, lambda: img(3, 64), (B, 336, 7)),
     "classnet": ({"width": 0.0625, "num_classes": 3}, lambda: img(3, 12, 10), (B, 3, 12, 10)),
+    "deeplabv3plus": (
+        {"width": 0.0625, "depth": 50, "num_classes": 3}, lambda: img(3, 40, 24), (B, 3, 40, 24)
+    ),
     "transformer_seq2seq": (
         {"src_vocab": 11, "tgt_vocab": 13, "d_model": 16, "nhead": 2, "dim_feedforward": 32},
         lambda: (torch.randint(0, 11, (B, 7)), torch.randint(0, 13, (B, 5))),
@@ -154,8 +157,9 @@ def combos():
 
 
 # Models whose norm sits on (N, C) features, or on a 1x1 map by design (SSD300's last extra
-# layer); AGC has no such form (h - λ·h is degenerate) and refuses them.
-FEATURE_NORM_MODELS = {"mlp", "ssd300"}
+# layer, DeepLabV3+'s ASPP image pooling); AGC has no such form (h - λ·h is degenerate) and
+# refuses them.
+FEATURE_NORM_MODELS = {"mlp", "ssd300", "deeplabv3plus"}
 
 
 @pytest.mark.parametrize(("name", "act", "norm"), list(combos()))

@@ -90,7 +90,8 @@ def test_zoo_model_traces_with_every_actlab_activation(name: str, act: str) -> N
 
 @pytest.mark.parametrize("name", sorted(set(REDUCED) - TOKEN_MODELS - FEATURE_NORM_MODELS))
 def test_zoo_model_traces_with_every_actlab_norm(name: str) -> None:
-    # token models take only 'ln'/'none'; mlp's and ssd300's norms see (N, C) / 1x1 maps
+    # token models take only 'ln'/'none'; mlp's, ssd300's and deeplabv3plus's norms see
+    # (N, C) / 1x1 maps
     for norm in ACTLAB_NORMS:
         check(name, "relu", norm)
 

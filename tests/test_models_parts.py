@@ -30,7 +30,7 @@ def test_every_model_is_registered_with_a_task():
             "cnn1d", "small_resnet"} <= set(names)
     assert all(n in MODELS for n in names)
     assert all(model_task(n) in TASKS for n in names)
-    assert list_models(task="segmentation") == ["classnet", "segnet", "unet"]
+    assert list_models(task="segmentation") == ["classnet", "deeplabv3plus", "segnet", "unet"]
     assert sorted(list_models(task="lm") + list_models(task="seq2seq")) == [
         "transformer_base", "transformer_lm", "transformer_seq2seq"]
 

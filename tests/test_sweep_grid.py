@@ -102,3 +102,48 @@ def test_known_key_value():
             '"split_seed":0,"study":"pin","threads":1,"train":{"batch_size":32,"epochs":10,'
             '"lr":0.05,"optimizer":"sgd","seed":0},"val_fraction":0.1}')
     assert cell.key == hashlib.sha1(text.encode()).hexdigest()
+
+
+LAYER_AXIS = {
+    "name": "lam",
+    "dataset": "digits",
+    "model": "tiny_cnn",
+    "acts": ["relu"],
+    "norms": ["bn", "agc"],
+    "seeds": [0, 1],
+    "epochs": 1,
+    "norm_kwargs": {"agc": {"affine": True}},
+    "grid": {"norm_kwargs.agc.lam_init": [0.0, 0.5, 1.0], "lr": [0.1, 0.2]},
+}
+
+
+def test_layer_option_axis_varies_only_its_own_layer():
+    spec = parse_spec(LAYER_AXIS, source="lam.toml")
+    cells = expand(spec)
+    agc = [c for c in cells if c.norm == "agc"]
+    bn = [c for c in cells if c.norm == "bn"]
+    # AGC: 2 seeds x 3 lam_init x 2 lr; BN: 2 seeds x 2 lr (not repeated per lam_init)
+    assert len(agc) == 12 and len(bn) == 4
+    assert spec.cell_count() == len(cells) == len({c.key for c in cells})
+    assert {c.config["norm_kwargs"]["lam_init"] for c in agc} == {0.0, 0.5, 1.0}
+    assert all(c.config["norm_kwargs"]["affine"] is True for c in agc)
+    assert all(c.config["norm_kwargs"] == {} for c in bn)
+    assert all(set(c.axes) == {"lr"} for c in bn)
+    assert all(set(c.axes) == {"norm_kwargs.agc.lam_init", "lr"} for c in agc)
+
+
+def test_layer_option_axis_errors_name_the_key():
+    import pytest
+
+    from actlab.sweep.spec import SpecError
+
+    cases = [
+        ({"norm_kwargs.gn.lam_init": [0.0, 1.0]}, "not in norms"),
+        ({"norm_kwargs.agc": [0.0, 1.0]}, "needs the layer and the option"),
+        ({"norm_kwargs.agc.affine": [True, False]}, "set it in one place only"),
+        ({"norm_kwargs.agc.lam_nit": [0.0, 1.0]}, "rejects"),
+    ]
+    for grid, message in cases:
+        with pytest.raises(SpecError, match=message) as info:
+            parse_spec({**LAYER_AXIS, "grid": grid}, source="lam.toml")
+        assert "grid.norm_kwargs.agc" in str(info.value) or "grid.norm_kwargs.gn" in str(info.value)

@@ -20,6 +20,8 @@ from actlab.sweep.runner import run_cells
 from actlab.sweep.spec import SpecError, default_spec_path, load_spec, train_keys
 from actlab.sweep.store import ResultStore
 from cityscapes_fixture import make_cityscapes
+from seg_fixture import make_ade20k, make_voc_seg
+from test_detection_data import fabricate as make_voc_detection
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = sorted((ROOT / "specs").rglob("*.toml"))
@@ -49,6 +51,10 @@ def test_the_specs_folder_holds_the_studies():
     assert {f"paper/ash_table{t}_{d}_{m}.toml" for t, d in ((2, "cifar10"), (3, "cifar100"))
             for m in ("resnet164", "wrn28_10", "densenet_100_12")} <= names
     assert not [n for n in names if n.startswith("paper/ash_table1")]
+    # detection and segmentation tables (SAU Table 5; ASH Tables 4-7)
+    assert {"paper/sau_table5_ssd300_voc.toml", "paper/ash_tables4_5_ssd300_voc.toml",
+            "paper/ash_table6_deeplabv3plus_ade20k.toml",
+            "paper/ash_table7_deeplabv3plus_voc.toml"} <= names
 
 
 def test_packaged_default_is_the_repository_default():
@@ -173,6 +179,61 @@ def test_ash_specs_run_the_papers_networks_per_table():
             assert spec.dataset == d and spec.acts[-1] == "ash" and "relu" in spec.acts
 
 
+SSD_SPECS = ("sau_table5_ssd300_voc", "ash_tables4_5_ssd300_voc")
+DEEPLAB_SPECS = ("ash_table6_deeplabv3plus_ade20k", "ash_table7_deeplabv3plus_voc")
+
+
+def test_detection_specs_follow_the_ssd_recipe_in_epochs():
+    for name in SSD_SPECS:
+        spec, t = _paper(name), _paper(name).train
+        assert (spec.dataset, spec.model) == ("voc", "ssd300")
+        assert 'task = "detection"' in (ROOT / "specs" / "paper" / f"{name}.toml").read_text()
+        assert spec.dataset_kwargs == {"year": "2007+2012", "image_size": 300}
+        assert (t.optimizer, t.lr, t.momentum, t.weight_decay, t.batch_size) == (
+            "sgd", 1e-3, 0.9, 5e-4, 32)
+        # 120k iterations, x0.1 at 80k / 100k, at floor(16,551 / 32) steps per epoch
+        steps = 16_551 // 32
+        assert t.epochs == round(120_000 / steps) and t.schedule == "step"
+        assert list(t.step_size) == [round(80_000 / steps), round(100_000 / steps)]
+        assert spec.val_fraction == 0.0 and len(spec.seeds) >= 5
+    assert _paper(SSD_SPECS[0]).acts[-1] == "sau" and _paper(SSD_SPECS[1]).acts[-1] == "ash"
+    # the other SAU / ASH specs' activation sets
+    assert _paper(SSD_SPECS[0]).acts == _paper("sau_table4").acts
+    assert _paper(SSD_SPECS[1]).acts == _paper("ash_table2_cifar10_resnet164").acts
+
+
+def test_segmentation_specs_follow_the_deeplabv3plus_recipe():
+    ade, voc = (_paper(n) for n in DEEPLAB_SPECS)
+    for spec in (ade, voc):
+        t = spec.train
+        assert spec.model == "deeplabv3plus" and spec.acts == _paper(
+            "ash_table2_cifar10_resnet164").acts
+        assert spec.model_kwargs == {"depth": 101, "output_stride": 16, "init": "he"}
+        assert (t.optimizer, t.schedule, t.batch_size, t.momentum) == ("sgd", "poly", 16, 0.9)
+        assert spec.val_fraction == 0.0 and len(spec.seeds) >= 5
+    assert ade.dataset == "ade20k" and ade.dataset_kwargs == {"size": [512, 512]}
+    assert ade.train.lr == 0.01 and ade.train.epochs == round(160_000 / (20_210 // 16))
+    assert voc.dataset == "voc_seg" and voc.dataset_kwargs["size"] == [513, 513]
+    assert voc.train.lr == 0.007 and voc.train.epochs == round(30_000 / (1_464 // 16))
+
+
+@pytest.mark.parametrize("name", SSD_SPECS + DEEPLAB_SPECS)
+def test_new_paper_specs_pass_check_on_fabricated_data(name, data_dir, capsys):
+    from actlab.cli import main
+
+    path = ROOT / "specs" / "paper" / f"{name}.toml"
+    if _unregistered_layers(path):
+        pytest.skip(f"{_unregistered_layers(path)} not registered on this branch yet")
+    assert main(["run", str(path), "--check", "--data-dir", str(data_dir)]) == 0
+    assert f"{len(_paper(name).acts) * 5} cells" in capsys.readouterr().out
+    # and without the files: one line naming the missing folder
+    empty = data_dir.parent / f"empty-{name}"
+    empty.mkdir(exist_ok=True)
+    assert main(["run", str(path), "--check", "--data-dir", str(empty)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(empty) in err[0] and "missing" in err[0]
+
+
 # ----------------------------------------------------------------------------------------------
 # tiny files in each official format
 # ----------------------------------------------------------------------------------------------
@@ -268,11 +329,15 @@ FABRICATE = {
     "tiny_imagenet": _tiny_imagenet,
     "cityscapes": lambda root: make_cityscapes(root, per_city=2, hw=(32, 64)),
     "wmt": _wmt,
+    "voc": make_voc_detection,
+    "voc_seg": lambda root: make_voc_seg(root, n_train=6, n_val=2, hw=(40, 56)),
+    "ade20k": lambda root: make_ade20k(root, n_train=6, n_val=2, hw=(40, 56)),
 }
 #: generated datasets: generate them small (and read Cityscapes at a small size)
 SMALL = {"synthetic_shapes": {"num_samples": 20, "size": 64}, "mnist1d": {"num_samples": 200},
          "cityscapes": {"size": [32, 64]}, "synthetic_detection": {"num_samples": 40},
-         "scan": {"num_samples": 200}}
+         "scan": {"num_samples": 200}, "voc_seg": {"size": [64, 64]},
+         "ade20k": {"size": [64, 64]}}
 
 
 @pytest.fixture(scope="module")

@@ -184,6 +184,21 @@ def test_lr_factor_cosine_with_warmup_by_hand():
     assert lr_factor(12, **kw) == pytest.approx(0.0, abs=1e-12)
 
 
+def test_lr_factor_poly_matches_torch_polynomial_lr():
+    # DeepLab's poly policy: torch's PolynomialLR(total_iters=T, power=0.9) is the reference
+    kw = {"steps_per_epoch": 5, "epochs": 4, "schedule": "poly"}
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    ref = torch.optim.lr_scheduler.PolynomialLR(opt, total_iters=20, power=0.9)
+    for k in range(21):
+        assert lr_factor(k, **kw) == pytest.approx(opt.param_groups[0]["lr"], abs=1e-12), k
+        opt.step()
+        ref.step()
+    assert lr_factor(10, **kw) == pytest.approx(0.5**0.9)
+    # after a one-epoch warm-up the decay runs over the remaining 15 steps
+    warm = [lr_factor(k, warmup_epochs=1, **kw) for k in range(5, 21)]
+    assert warm == pytest.approx([(1 - j / 15) ** 0.9 for j in range(16)])
+
+
 def test_lr_factor_step_and_none():
     kw = {"steps_per_epoch": 2, "epochs": 10}
     assert lr_factor(7, **kw) == 1.0

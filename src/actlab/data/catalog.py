@@ -21,6 +21,8 @@ name                      source                  test split
 ``synthetic_detection``   generated (boxes)       carved 20 %, fixed seed
 ``voc``                   VOCdevkit folders       official VOC2007 test
 ``cityscapes``            PNG folder layout       official val (19 classes, 255 ignored)
+``voc_seg``               VOCdevkit folders       official VOC2012 val (21 classes, 255 ignored)
+``ade20k``                ADEChallengeData2016    official validation (150 classes, 0 ignored)
 ``scan``                  generated (seq2seq)     carved 20 %, fixed seed
 ``wmt``                   parallel text files     official newstest2014
 ========================  ======================  ==========================================
@@ -41,6 +43,8 @@ from typing import Any
 
 import numpy as np
 
+from actlab.data.ade20k import IGNORE_INDEX as ADE20K_IGNORE
+from actlab.data.ade20k import load_ade20k
 from actlab.data.base import DatasetSplits
 from actlab.data.cifar import load_cifar10, load_cifar100
 from actlab.data.cityscapes import CITYSCAPES_CLASSES, load_cityscapes
@@ -55,6 +59,8 @@ from actlab.data.svhn import load_svhn
 from actlab.data.synthetic import SHAPE_CLASSES, make_shapes
 from actlab.data.tiny_imagenet import load_tiny_imagenet
 from actlab.data.voc import voc
+from actlab.data.voc_seg import IGNORE_INDEX as VOC_SEG_IGNORE
+from actlab.data.voc_seg import VOC_SEG_CLASSES, load_voc_segmentation
 from actlab.data.wmt import wmt
 from actlab.registry import DATASETS
 
@@ -302,6 +308,61 @@ def cityscapes(
     )
 
 
+def voc_seg(
+    data_dir: PathLike = None,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    *,
+    size: int | list[int] | None = (512, 512),
+    train_set: str = "train",
+    test_set: str = "val",
+    label_dir: str = "SegmentationClass",
+    num_workers: int | None = None,
+    **common: Any,
+) -> DatasetSplits:
+    """Pascal VOC2012 segmentation: (3, H, W) images resized to ``size = [H, W]``, per-pixel
+    labels in 21 classes (background + 20), 255 = ignored; test = the official val split (see
+    :mod:`actlab.data.voc_seg`)."""
+    _check_common(common)
+    train, test = load_voc_segmentation(data_dir, size, train_set, test_set, label_dir,
+                                        num_workers)
+    return prepare_splits(
+        "voc_seg", "segmentation", train, test,
+        num_classes=len(VOC_SEG_CLASSES), val_fraction=val_fraction, seed=seed,
+        scale=1 / 255, class_names=list(VOC_SEG_CLASSES),
+        meta={"data_dir": str(default_data_dir(data_dir)),
+              "size": list(size) if isinstance(size, (list, tuple)) else size,
+              "train_set": train_set, "test_set": test_set, "label_dir": label_dir,
+              "ignore_index": VOC_SEG_IGNORE},
+        **common,
+    )
+
+
+def ade20k(
+    data_dir: PathLike = None,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    *,
+    size: int | list[int] | None = (512, 512),
+    num_workers: int | None = None,
+    **common: Any,
+) -> DatasetSplits:
+    """ADE20K SceneParsing: (3, H, W) images resized to ``size = [H, W]``, per-pixel labels in
+    150 classes (annotation k -> class k - 1), annotation 0 -> 255 ignored; test = the official
+    validation split (see :mod:`actlab.data.ade20k`)."""
+    _check_common(common)
+    train, test, names = load_ade20k(data_dir, size, num_workers)
+    return prepare_splits(
+        "ade20k", "segmentation", train, test,
+        num_classes=len(names), val_fraction=val_fraction, seed=seed, scale=1 / 255,
+        class_names=names,
+        meta={"data_dir": str(default_data_dir(data_dir)),
+              "size": list(size) if isinstance(size, (list, tuple)) else size,
+              "ignore_index": ADE20K_IGNORE},
+        **common,
+    )
+
+
 _BUILDERS = {
     "digits": (digits, ()),
     "mnist1d": (mnist1d, ("mnist_1d",)),
@@ -315,6 +376,8 @@ _BUILDERS = {
     "synthetic_detection": (synthetic_detection, ("shapes_detection",)),
     "voc": (voc, ("pascal_voc", "voc_detection")),
     "cityscapes": (cityscapes, ()),
+    "voc_seg": (voc_seg, ("voc_segmentation", "pascal_voc_seg")),
+    "ade20k": (ade20k, ("ade20k_sceneparsing", "ade")),
     "scan": (scan, ("scan_simple",)),
     "wmt": (wmt, ("wmt14", "wmt14_en_de")),
 }
@@ -329,6 +392,8 @@ for _name, (_fn, _aliases) in _BUILDERS.items():
 DATASET_TASKS: dict[str, str] = {
     "synthetic_shapes": "segmentation",
     "cityscapes": "segmentation",
+    "voc_seg": "segmentation",
+    "ade20k": "segmentation",
     "synthetic_detection": "detection",
     "voc": "detection",
     "scan": "seq2seq",

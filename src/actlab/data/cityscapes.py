@@ -17,14 +17,14 @@ Splits: the official ``train`` split is the training data (the validation split 
 it by :func:`actlab.data.prepare.prepare_splits`); the official ``val`` split is the test split,
 because the labels of the official ``test`` split are not public. Images are resized with
 bilinear filtering and label maps with nearest-neighbour (so no label is ever interpolated) to
-``size = (height, width)``; only the samples that survive ``max_*`` subsetting are decoded.
+``size = (height, width)``; only the samples that survive ``max_*`` subsetting are decoded
+(:mod:`actlab.data.seg_pairs`).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +32,7 @@ import numpy as np
 from actlab.data.base import DatasetError
 from actlab.data.files import default_data_dir
 from actlab.data.prepare import Source
+from actlab.data.seg_pairs import check_size, paired_source
 
 __all__ = [
     "CITYSCAPES_CLASSES",
@@ -78,16 +79,6 @@ def label_ids_to_train_ids(label_ids: np.ndarray) -> np.ndarray:
     return out
 
 
-def _pil():
-    try:
-        from PIL import Image
-    except ImportError as err:  # pragma: no cover - pillow comes with matplotlib
-        raise DatasetError(
-            f"{_DS}: reading PNG files needs Pillow (pip install pillow): {err}"
-        ) from err
-    return Image
-
-
 def _root(data_dir: str | os.PathLike[str] | None) -> Path:
     base = default_data_dir(data_dir)
     hint = "" if data_dir is not None else "; pass data_dir=... or set $ACTLAB_DATA"
@@ -132,105 +123,8 @@ def find_pairs(root: Path, split: str) -> list[tuple[Path, Path]]:
     return pairs
 
 
-def _read(path: Path, mode: str, size: tuple[int, int] | None) -> np.ndarray:
-    image_mod = _pil()
-    try:
-        with image_mod.open(path) as im:
-            if mode == "RGB":
-                im = im.convert("RGB")
-            elif im.mode not in ("L", "P", "I", "I;16"):
-                raise ValueError(f"label map has PIL mode {im.mode!r}, expected one channel (L)")
-            if size is not None and im.size != (size[1], size[0]):
-                resample = (image_mod.Resampling.BILINEAR if mode == "RGB"
-                            else image_mod.Resampling.NEAREST)
-                im = im.resize((size[1], size[0]), resample)
-            arr = np.asarray(im)
-    except FileNotFoundError as err:
-        raise DatasetError(f"{_DS}: missing file {path}") from err
-    except Exception as err:  # PIL.UnidentifiedImageError, OSError on truncated data, ...
-        raise DatasetError(
-            f"{_DS}: cannot decode {path} ({type(err).__name__}: {err}); expected a PNG"
-        ) from err
-    return arr
-
-
-class _Decoder:
-    """Decode many files of one kind (``"RGB"`` images or ``"L"`` label maps) at one size."""
-
-    def __init__(self, paths: Sequence[Path], mode: str, size: tuple[int, int] | None,
-                 num_workers: int | None) -> None:
-        self.paths = list(paths)
-        self.mode, self.size, self.num_workers = mode, size, num_workers
-
-    def _one(self, path: Path) -> np.ndarray:
-        arr = _read(path, self.mode, self.size)
-        if self.mode == "RGB":
-            return arr.transpose(2, 0, 1)
-        return label_ids_to_train_ids(arr)
-
-    def decode(self, idx: np.ndarray) -> np.ndarray:
-        paths = [self.paths[int(i)] for i in np.asarray(idx).reshape(-1)]
-        workers = self.num_workers or min(8, os.cpu_count() or 1)
-        if workers <= 1 or len(paths) < 8:
-            arrays = [self._one(p) for p in paths]
-        else:
-            with ThreadPoolExecutor(max_workers=workers) as pool:
-                arrays = list(pool.map(self._one, paths))
-        shapes = {a.shape for a in arrays}
-        if len(shapes) > 1:
-            raise DatasetError(
-                f"{_DS}: images of different sizes {sorted(shapes)[:2]} in one split; "
-                "pass size=[height, width] to resize them"
-            )
-        if not arrays:
-            return np.empty((0,), dtype=np.uint8)
-        return np.stack(arrays).astype(np.uint8, copy=False)
-
-
-class _ImageFetch(_Decoder):
-    """``fetch(idx)``: ``(len(idx), 3, H, W)`` uint8 images (picklable for loader workers)."""
-
-    def __call__(self, idx: np.ndarray) -> np.ndarray:
-        return self.decode(idx)
-
-
-class _LabelMaps(_Decoder):
-    """Array-like ``(N, H, W)`` train-ID maps decoded on indexing (``maps[idx]``)."""
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, idx) -> np.ndarray:
-        if isinstance(idx, slice):
-            idx = np.arange(len(self))[idx]
-        if np.ndim(idx) == 0:
-            return self.decode(np.asarray([idx]))[0]
-        return self.decode(np.asarray(idx))
-
-    def __array__(self, dtype=None, copy=None) -> np.ndarray:  # decodes every map
-        out = self.decode(np.arange(len(self)))
-        return out if dtype is None else out.astype(dtype)
-
-
-def _check_size(size: int | Sequence[int] | None) -> tuple[int, int] | None:
-    if size is None:
-        return None
-    if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
-        size = (int(size), int(size))
-    if (not isinstance(size, (list, tuple)) or len(size) != 2
-            or any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1
-                   for s in size)):
-        raise ValueError(
-            f"{_DS}: size must be a positive int or [height, width] of positive ints, got {size!r}"
-        )
-    return int(size[0]), int(size[1])
-
-
-def _source(pairs: list[tuple[Path, Path]], size: tuple[int, int] | None,
-            num_workers: int | None) -> Source:
-    images = _ImageFetch([p for p, _ in pairs], "RGB", size, num_workers)
-    labels = _LabelMaps([q for _, q in pairs], "L", size, num_workers)
-    return Source(labels, images)  # type: ignore[arg-type]  # array-like label maps
+def _label_map(label_ids: np.ndarray, path: Path) -> np.ndarray:
+    return label_ids_to_train_ids(label_ids)
 
 
 def load_cityscapes(
@@ -245,7 +139,7 @@ def load_cityscapes(
     """
     if test_split not in ("val", "test"):
         raise ValueError(f"{_DS}: test_split must be 'val' or 'test', got {test_split!r}")
-    hw = _check_size(size)
+    hw = check_size(_DS, size)
     root = _root(data_dir)
-    return (_source(find_pairs(root, "train"), hw, num_workers),
-            _source(find_pairs(root, test_split), hw, num_workers))
+    return (paired_source(_DS, find_pairs(root, "train"), _label_map, hw, num_workers),
+            paired_source(_DS, find_pairs(root, test_split), _label_map, hw, num_workers))

@@ -1,27 +1,31 @@
 """From images + object lists to detection :class:`DatasetSplits` (``task="detection"``).
 
 The same steps as :func:`actlab.data.prepare.prepare_splits`, for targets that are object lists
-rather than labels: a test split carved with the fixed ``TEST_SEED`` when the dataset has none,
-a uniform validation carve with ``seed``, optional ``max_*`` subsets, a fixed rescale and
-per-channel standardisation with the statistics of the final training split. Targets are packed
-into the ``(N, M, 6)`` rows of :mod:`actlab.tasks.detection.targets` (``M`` = the most objects
-of any image in the dataset, or ``max_objects``).
+rather than labels: the uniform carve of :func:`actlab.data.carve.carve_indices` (a test split
+carved with the fixed ``TEST_SEED`` when the dataset has none, a validation carve with ``seed``,
+optional ``max_*`` subsets), a fixed rescale and per-channel standardisation with the
+statistics of the final training split. Targets are packed into the ``(N, M, 6)`` rows of
+:mod:`actlab.tasks.detection.targets` (``M`` = the most objects of any image in the dataset, or
+``max_objects``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
 from actlab.data.base import DatasetSplits
-from actlab.data.prepare import TEST_SEED, channel_stats, resolve_dtype
-from actlab.data.split import fraction_to_size, split_indices
+from actlab.data.carve import SplitOptions, carve_indices
+from actlab.data.prepare import channel_stats, resolve_dtype
 from actlab.tasks.detection.targets import ImageTargets, pack_targets
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["DetectionSource", "prepare_detection_splits"]
 
@@ -36,17 +40,6 @@ class DetectionSource:
 
     def __len__(self) -> int:
         return len(self.objects)
-
-
-def _subset(idx: np.ndarray, limit: int | None, seed: int, what: str) -> np.ndarray:
-    if limit is None:
-        return idx
-    if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1:
-        raise ValueError(f"{what} must be a positive int or None, got {limit!r}")
-    if limit >= len(idx):
-        return idx
-    _, keep = split_indices(None, int(limit), seed, n=len(idx))
-    return idx[keep]
 
 
 def _materialise(source: DetectionSource, idx: np.ndarray, scale: float, dtype: torch.dtype,
@@ -68,38 +61,19 @@ def prepare_detection_splits(
     test: DetectionSource | None,
     *,
     class_names: Sequence[str],
-    val_fraction: float = 0.1,
-    seed: int = 0,
-    test_fraction: float = 0.2,
-    max_train: int | None = None,
-    max_val: int | None = None,
-    max_test: int | None = None,
     scale: float = 1.0,
     normalize: bool = True,
     dtype: torch.dtype | str = torch.float32,
     max_objects: int | None = None,
     meta: dict[str, Any] | None = None,
+    **split: Unpack[SplitOptions],
 ) -> DatasetSplits:
-    """Detection splits (module doc); ``class_names[0]`` is the background class."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+    """Detection splits (module doc); ``class_names[0]`` is the background class. ``split``:
+    the :class:`~actlab.data.carve.SplitOptions` (``val_fraction``, ``seed``, ...)."""
     dtype = resolve_dtype(dtype)
-    if test is None:
-        n_test = fraction_to_size(test_fraction, len(train), what="test_fraction")
-        if n_test == 0:
-            raise ValueError(f"{name} has no official test split: test_fraction must be > 0")
-        rest, test_idx = split_indices(None, n_test, TEST_SEED, n=len(train))
-        test_src = train
-    else:
-        rest, test_idx, test_src = np.arange(len(train)), np.arange(len(test)), test
-    n_val = fraction_to_size(val_fraction, len(rest), what="val_fraction")
-    keep, held = split_indices(None, n_val, seed, n=len(rest))
-    train_idx, val_idx = rest[keep], rest[held]
-    if len(train_idx) == 0:
-        raise ValueError(f"{name}: no training samples left after carving val/test splits")
-    train_idx = _subset(train_idx, max_train, seed + 1, "max_train")
-    val_idx = _subset(val_idx, max_val, seed + 2, "max_val")
-    test_idx = _subset(test_idx, max_test, TEST_SEED + 1, "max_test")
+    cut = carve_indices(name, len(train), split, n_test=None if test is None else len(test))
+    train_idx, val_idx, test_idx = cut.train, cut.val, cut.test
+    test_src = train if test is None else test
     if max_objects is None:
         max_objects = max(1, max(len(o) for o in (*train.objects, *test_src.objects)))
     splits = {"train": _materialise(train, train_idx, scale, dtype, max_objects)}
@@ -121,8 +95,9 @@ def prepare_detection_splits(
             x.mul_(torch.as_tensor(1.0 / std, dtype=x.dtype).view(view))
     shape = tuple(int(s) for s in splits["train"].tensors[0].shape[1:])
     info = dict(meta or {})
-    info.update(seed=int(seed), val_fraction=val_fraction, scale=scale,
-                test_source="official" if test is not None else f"carved {test_fraction}")
+    info.update(seed=int(cut.options["seed"]), val_fraction=cut.options["val_fraction"],
+                scale=scale, test_source="official" if test is not None
+                else f"carved {cut.options['test_fraction']}")
     return DatasetSplits(
         name=name, task="detection", num_classes=len(class_names), in_channels=shape[0],
         input_shape=shape, class_names=list(class_names),

@@ -1,8 +1,9 @@
 """From sentence pairs to seq2seq :class:`DatasetSplits` (``task="seq2seq"``).
 
-Steps, as in :func:`actlab.data.prepare.prepare_splits`: a test split carved with the fixed
-``TEST_SEED`` when the dataset has none, a uniform validation carve with ``seed`` when it has no
-official one, optional ``max_*`` subsets; then a joint BPE (:mod:`actlab.data.bpe`) trained on the
+Steps, as in :func:`actlab.data.prepare.prepare_splits`: the uniform carve of
+:func:`actlab.data.carve.carve_indices` (a test split carved with the fixed ``TEST_SEED`` when the
+dataset has none, a validation carve with ``seed`` when it has no official one, optional
+``max_*`` subsets); then a joint BPE (:mod:`actlab.data.bpe`) trained on the
 final training split (source and target lines), training pairs longer than ``max_tokens``
 dropped, and every split encoded as a :class:`~actlab.data.ragged.RaggedPairs` (token ids stored
 flat, ``uint16`` for vocabularies up to 65,536 tokens, padded per batch when read):
@@ -26,32 +27,23 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from actlab.data.base import DatasetSplits
 from actlab.data.bpe import BOS_ID, EOS_ID, PAD_ID, SPECIALS, UNK_ID, cached_bpe, encode_ragged
-from actlab.data.prepare import TEST_SEED
+from actlab.data.carve import SplitOptions, carve_indices
 from actlab.data.ragged import RaggedPairs, RaggedTokens, token_dtype
-from actlab.data.split import fraction_to_size, split_indices
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["Pairs", "prepare_parallel_splits"]
 
 #: Parallel sentences: ``(sources, targets)`` of equal length.
 Pairs = tuple[Sequence[str], Sequence[str]]
-
-
-def _subset(idx: np.ndarray, limit: int | None, seed: int, what: str) -> np.ndarray:
-    if limit is None:
-        return idx
-    if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1:
-        raise ValueError(f"{what} must be a positive int or None, got {limit!r}")
-    if limit >= len(idx):
-        return idx
-    _, keep = split_indices(None, int(limit), seed, n=len(idx))
-    return np.sort(idx[keep])
 
 
 def _take(pairs: Pairs, idx: np.ndarray) -> Pairs:
@@ -80,44 +72,24 @@ def prepare_parallel_splits(
     vocab_size: int,
     min_frequency: int = 2,
     max_tokens: int | None = None,
-    val_fraction: float = 0.1,
-    seed: int = 0,
-    test_fraction: float = 0.2,
-    max_train: int | None = None,
-    max_val: int | None = None,
-    max_test: int | None = None,
     normalize: bool = True,
     dtype: Any = None,
     cache_dir: str | os.PathLike[str] | None = None,
     meta: dict[str, Any] | None = None,
+    **split: Unpack[SplitOptions],
 ) -> DatasetSplits:
-    """Seq2seq splits of parallel sentences (module doc)."""
+    """Seq2seq splits of parallel sentences (module doc). ``split``: the
+    :class:`~actlab.data.carve.SplitOptions` (``val_fraction``, ``seed``, ...); an official
+    ``val`` replaces the validation carve (``val_fraction`` is then unused)."""
     del normalize, dtype  # not meaningful for token ids
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
     if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int)
                                    or max_tokens < 2):
         raise ValueError(f"max_tokens must be an int >= 2 or None, got {max_tokens!r}")
-    n = len(train[0])
-    if test is None:
-        n_test = fraction_to_size(test_fraction, n, what="test_fraction")
-        if n_test == 0:
-            raise ValueError(f"{name} has no official test split: test_fraction must be > 0")
-        rest, test_idx = split_indices(None, n_test, TEST_SEED, n=n)
-        test_src = train
-    else:
-        rest, test_idx, test_src = np.arange(n), np.arange(len(test[0])), test
-    if val is None:
-        n_val = fraction_to_size(val_fraction, len(rest), what="val_fraction")
-        keep, held = split_indices(None, n_val, seed, n=len(rest))
-        train_idx, val_idx, val_src = np.sort(rest[keep]), np.sort(rest[held]), train
-    else:
-        train_idx, val_idx, val_src = np.sort(rest), np.arange(len(val[0])), val
-    if len(train_idx) == 0:
-        raise ValueError(f"{name}: no training pairs left after carving val/test splits")
-    train_idx = _subset(train_idx, max_train, seed + 1, "max_train")
-    val_idx = _subset(val_idx, max_val, seed + 2, "max_val")
-    test_idx = _subset(np.sort(test_idx), max_test, TEST_SEED + 1, "max_test")
+    cut = carve_indices(name, len(train[0]), split, n_val=None if val is None else len(val[0]),
+                        n_test=None if test is None else len(test[0]))
+    train_idx, val_idx, test_idx = cut.train, cut.val, cut.test
+    val_src = train if val is None else val
+    test_src = train if test is None else test
     parts = {"train": _take(train, train_idx), "val": _take(val_src, val_idx),
              "test": _take(test_src, test_idx)}
 
@@ -143,9 +115,10 @@ def prepare_parallel_splits(
     width = max(1, int(splits["train"].sources.lengths.max()))
     info = dict(meta or {})
     info.update(
-        seed=int(seed), val_fraction=val_fraction,
-        test_source="official" if test is not None else f"carved {test_fraction}",
-        val_source="official" if val is not None else f"carved {val_fraction}",
+        seed=int(cut.options["seed"]), val_fraction=cut.options["val_fraction"],
+        test_source="official" if test is not None
+        else f"carved {cut.options['test_fraction']}",
+        val_source="official" if val is not None else f"carved {cut.options['val_fraction']}",
         tokenizer=str(tok_path), vocab_size=int(tok.get_vocab_size()),
         pad_id=PAD_ID, bos_id=BOS_ID, eos_id=EOS_ID, unk_id=UNK_ID, specials=list(SPECIALS),
         max_tokens=max_tokens, dropped_long_train_pairs=dropped,

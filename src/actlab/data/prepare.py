@@ -12,6 +12,7 @@ The pipeline, identical for every dataset:
    A dataset may instead bring a separate validation ``Source`` (``val=``, e.g. MNIST-1D's
    extra generated split): then nothing is carved and the training split is left whole.
 3. ``max_train`` / ``max_val`` / ``max_test`` optionally shrink each split (stratified, seeded).
+   Steps 1-3 are the carve every split builder shares, :func:`actlab.data.carve.carve_indices`.
 4. Inputs are rescaled by a fixed factor (``scale``, e.g. 1/255), then standardised per channel
    with the mean and standard deviation of the final *training* split:
    ``x <- (scale * x - mean_c) / std_c``.
@@ -26,20 +27,20 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
 from actlab.data.base import DatasetSplits, Task
-from actlab.data.split import fold_split, fraction_to_size, split_indices
+from actlab.data.carve import TEST_SEED, SplitOptions, carve_indices
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["Source", "prepare_splits", "channel_stats", "chunked_channel_stats", "TEST_SEED",
            "resolve_dtype"]
-
-#: Seed of the test carve for datasets without an official test split (never varies).
-TEST_SEED = 1_234_567
 
 _CHUNK = 4096
 
@@ -200,24 +201,6 @@ def _standardise_(ds: TensorDataset, mean: np.ndarray, std: np.ndarray) -> None:
         x[start : start + _CHUNK].sub_(m).mul_(inv)
 
 
-def _check_max(value: int | None, what: str) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{what} must be a positive int or None, got {value!r}")
-    return int(value)
-
-
-def _shrink(
-    targets: np.ndarray | None, idx: np.ndarray, limit: int | None, seed: int
-) -> np.ndarray:
-    if limit is None or limit >= len(idx):
-        return idx
-    labels = None if targets is None else targets[idx]
-    _, keep = split_indices(labels, limit, seed, n=len(idx))
-    return idx[keep]
-
-
 def prepare_splits(
     name: str,
     task: Task,
@@ -226,12 +209,6 @@ def prepare_splits(
     *,
     num_classes: int,
     val: Source | None = None,
-    val_fraction: float = 0.1,
-    seed: int = 0,
-    test_fraction: float = 0.2,
-    max_train: int | None = None,
-    max_val: int | None = None,
-    max_test: int | None = None,
     scale: float = 1.0,
     normalize: bool = True,
     dtype: torch.dtype | str = torch.float32,
@@ -240,11 +217,14 @@ def prepare_splits(
     stream: bool = False,
     folds: int | None = None,
     fold: int | None = None,
+    **split: Unpack[SplitOptions],
 ) -> DatasetSplits:
     """Run the split / subset / standardise pipeline described in the module docstring.
 
-    ``seed`` controls the validation carve and the ``max_*`` subsets; the test split never
-    depends on it. Integer ``seed`` values are accepted (the seed of a numpy ``default_rng``).
+    ``split``: the :class:`~actlab.data.carve.SplitOptions` ``val_fraction`` (0.1), ``seed``
+    (0), ``test_fraction`` (0.2), ``max_train``, ``max_val``, ``max_test`` (None). ``seed``
+    controls the validation carve and the ``max_*`` subsets; the test split never depends on
+    it. Integer ``seed`` values are accepted (the seed of a numpy ``default_rng``).
     ``stream=True`` gives :class:`~actlab.data.stream.SourceDataset` splits that read each
     sample from ``train`` / ``test`` when asked, with the same values (the statistics are
     gathered chunk by chunk; nothing is held but labels). ``val``: a separate validation
@@ -253,60 +233,22 @@ def prepare_splits(
     """
     if not isinstance(stream, bool):
         raise TypeError(f"stream must be a bool, got {stream!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"seed must be an int, got {seed!r}")
-    if seed < 0:
-        raise ValueError(f"seed must be >= 0, got {seed}")
     dtype = resolve_dtype(dtype)
-    max_train = _check_max(max_train, "max_train")
-    max_val = _check_max(max_val, "max_val")
-    max_test = _check_max(max_test, "max_test")
     stratify = task == "classification"
-    labels = np.asarray(train.targets) if stratify else None
-
-    all_train = np.arange(len(train), dtype=np.int64)
-    if test is None:
-        n_test = fraction_to_size(test_fraction, len(train), what="test_fraction")
-        if n_test == 0:
-            raise ValueError(f"{name} has no official test split: test_fraction must be > 0")
-        rest, test_idx = split_indices(labels, n_test, TEST_SEED, n=len(train))
-        test_src = train
-    else:
-        rest, test_idx = all_train, np.arange(len(test), dtype=np.int64)
-        test_src = test
-
-    sub_labels = None if labels is None else labels[rest]
-    if val is not None:
-        if val_fraction or folds is not None:
-            raise ValueError(f"{name}: a separate validation split replaces the carve; "
-                             f"val_fraction must be 0 and folds unset, got val_fraction="
-                             f"{val_fraction}, folds={folds}")
-        keep, held = np.arange(len(rest), dtype=np.int64), np.arange(len(val), dtype=np.int64)
-    elif folds is None:
-        if fold is not None:
-            raise ValueError(f"{name}: fold={fold!r} given without folds")
-        n_val = fraction_to_size(val_fraction, len(rest), what="val_fraction")
-        keep, held = split_indices(sub_labels, n_val, seed, n=len(rest))
-    else:
-        if val_fraction:
-            raise ValueError(f"{name}: with folds={folds} the held-out fold is the validation "
-                             f"split; val_fraction must be 0, got {val_fraction}")
-        if fold is None:
-            raise ValueError(f"{name}: folds={folds} needs fold (the held-out fold, "
-                             f"0..{folds - 1})")
-        keep, held = fold_split(sub_labels, folds, fold, seed, n=len(rest))
-    train_idx = rest[keep]
-    val_idx = held if val is not None else rest[held]
-    val_src = val if val is not None else train
-    if len(train_idx) == 0:
-        raise ValueError(f"{name}: no training samples left after carving val/test splits")
-
-    tr_targets = None if labels is None else labels
-    te_targets = None if not stratify else np.asarray(test_src.targets)
-    train_idx = _shrink(tr_targets, train_idx, max_train, seed + 1)
-    va_targets = tr_targets if val is None or not stratify else np.asarray(val.targets)
-    val_idx = _shrink(va_targets, val_idx, max_val, seed + 2)
-    test_idx = _shrink(te_targets, test_idx, max_test, TEST_SEED + 1)
+    cut = carve_indices(
+        name, len(train), split, n_val=None if val is None else len(val),
+        n_test=None if test is None else len(test),
+        labels=np.asarray(train.targets) if stratify else None,
+        val_labels=np.asarray(val.targets) if stratify and val is not None else None,
+        test_labels=np.asarray(test.targets) if stratify and test is not None else None,
+        folds=folds, fold=fold,
+    )
+    if val is not None and cut.options["val_fraction"]:
+        raise ValueError(f"{name}: a separate validation split replaces the carve; "
+                         f"val_fraction must be 0, got {cut.options['val_fraction']}")
+    train_idx, val_idx, test_idx = cut.train, cut.val, cut.test
+    val_src = train if val is None else val
+    test_src = train if test is None else test
 
     mean = std = None
     if stream:
@@ -339,9 +281,10 @@ def prepare_splits(
                 _standardise_(ds, mean, std)
     info = dict(meta or {})
     info.update(
-        seed=int(seed),
-        val_fraction=val_fraction,
-        test_source="official" if test is not None else f"carved {test_fraction} (fixed seed)",
+        seed=int(cut.options["seed"]),
+        val_fraction=cut.options["val_fraction"],
+        test_source="official" if test is not None
+        else f"carved {cut.options['test_fraction']} (fixed seed)",
         scale=scale,
     )
     if val is not None:

@@ -33,6 +33,21 @@ def fraction_to_size(fraction: float, n: int, *, what: str = "fraction") -> int:
     return max(1, int(round(fraction * n)))
 
 
+def _labels_and_n(
+    labels: np.ndarray | None, n: int | None, what: str
+) -> tuple[np.ndarray | None, int]:
+    """``(labels as a 1-D array or None, number of samples)``; ``n`` is ``len(labels)`` when
+    labels are given."""
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.ndim != 1:
+            raise ValueError(f"labels must be 1-D for {what}, got {labels.shape}")
+        return labels, len(labels)
+    if n is None:
+        raise ValueError("give labels or n")
+    return None, n
+
+
 def _apportion(counts: np.ndarray, size: int) -> np.ndarray:
     """Largest-remainder allocation of ``size`` picks over classes with ``counts`` members."""
     n = int(counts.sum())
@@ -66,13 +81,7 @@ def split_indices(
     Returns:
         ``(rest, picked)``: two sorted, disjoint ``int64`` index arrays covering ``range(n)``.
     """
-    if labels is not None:
-        labels = np.asarray(labels)
-        if labels.ndim != 1:
-            raise ValueError(f"labels must be 1-D for a stratified split, got {labels.shape}")
-        n = len(labels)
-    if n is None:
-        raise ValueError("give labels or n")
+    labels, n = _labels_and_n(labels, n, "a stratified split")
     if not 0 <= size <= n:
         raise ValueError(f"cannot pick {size} of {n} samples")
     rng = np.random.default_rng(seed)
@@ -112,13 +121,7 @@ def kfold_indices(
     """Partition ``range(n)`` into ``k`` disjoint folds (sorted ``int64`` arrays), see the module
     docstring. ``labels`` (``(n,)`` class labels) stratifies the folds; ``None`` or
     ``stratify=False`` deals out one random permutation of ``range(n)`` instead."""
-    if labels is not None:
-        labels = np.asarray(labels)
-        if labels.ndim != 1:
-            raise ValueError(f"labels must be 1-D for stratified folds, got {labels.shape}")
-        n = len(labels)
-    if n is None:
-        raise ValueError("give labels or n")
+    labels, n = _labels_and_n(labels, n, "stratified folds")
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 2:
         raise ValueError(f"k-fold needs an integer k >= 2, got {k!r}")
     if k > n:

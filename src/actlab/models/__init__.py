@@ -8,7 +8,7 @@ factory, ``None``/``"none"``), ``num_classes=``, ``in_channels=`` and ``init=`` 
     >>> from actlab.models import create_model, list_models
     >>> net = create_model("wrn28_10", act="sau", norm="agc", dropout=0.2)
     >>> list_models(task="segmentation")
-    ['classnet', 'segnet', 'unet']
+    ['classnet', 'deeplabv3plus', 'segnet', 'unet']
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 
 from torch import nn
 
+from actlab.models.deeplab import DeepLabV3Plus, deeplabv3plus
 from actlab.models.densenet import (
     DenseNet,
     densenet,
@@ -75,7 +76,7 @@ __all__ = [
     "ShuffleNetV2", "shufflenetv2", "shufflenetv2_0_5", "shufflenetv2_1_0", "shufflenetv2_1_5",
     "shufflenetv2_2_0",
     "EfficientNet", "efficientnet_b0",
-    "UNet", "unet", "SegNet", "segnet", "ClassNet", "classnet",
+    "UNet", "unet", "SegNet", "segnet", "ClassNet", "classnet", "DeepLabV3Plus", "deeplabv3plus",
     "TransformerSeq2Seq", "TransformerLM", "transformer_seq2seq", "transformer_base",
     "transformer_lm",
     "TinyCNN", "tiny_cnn", "MLP", "mlp", "CNN1d", "cnn1d",
@@ -119,6 +120,7 @@ _ZOO: dict[str, tuple[Callable[..., nn.Module], str]] = {
     "unet": (unet, "segmentation"),
     "segnet": (segnet, "segmentation"),
     "classnet": (classnet, "segmentation"),
+    "deeplabv3plus": (deeplabv3plus, "segmentation"),
     "transformer_seq2seq": (transformer_seq2seq, "seq2seq"),
     "transformer_base": (transformer_base, "seq2seq"),
     "transformer_lm": (transformer_lm, "lm"),

@@ -105,13 +105,15 @@ def conv_nd(
     groups: int = 1,
     bias: bool = False,
     dim: int = 2,
+    dilation: int = 1,
 ) -> nn.Module:
-    """A ``dim``-d convolution with 'same' padding for odd kernels unless ``padding`` is given."""
+    """A ``dim``-d convolution with 'same' padding for odd kernels (``dilation * (k - 1) / 2``)
+    unless ``padding`` is given."""
     if padding is None:
-        padding = (kernel_size - 1) // 2
+        padding = dilation * (kernel_size - 1) // 2
     return _CONV[dim](
         in_channels, out_channels, kernel_size, stride=stride, padding=padding, groups=groups,
-        bias=bias,
+        bias=bias, dilation=dilation,
     )
 
 
@@ -125,6 +127,7 @@ def conv_norm_act(
     padding: int | None = None,
     groups: int = 1,
     dim: int = 2,
+    dilation: int = 1,
 ) -> nn.Sequential:
     """``conv -> norm -> act`` with stable child names ``conv``, ``norm``, ``act``.
 
@@ -135,7 +138,7 @@ def conv_norm_act(
     layers: OrderedDict[str, nn.Module] = OrderedDict()
     layers["conv"] = conv_nd(
         in_channels, out_channels, kernel_size, stride, padding, groups,
-        bias=isinstance(norm_layer, nn.Identity), dim=dim,
+        bias=isinstance(norm_layer, nn.Identity), dim=dim, dilation=dilation,
     )
     layers["norm"] = norm_layer
     if act is not None:

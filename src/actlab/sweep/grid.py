@@ -27,7 +27,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from actlab.sweep.spec import MAX_CELLS, StudySpec, train_keys
+from actlab.sweep.spec import MAX_CELLS, StudySpec, axis_applies, layer_axis, train_keys
 
 __all__ = ["Cell", "canonical_json", "cell_key", "expand", "iter_grid"]
 
@@ -113,7 +113,10 @@ def _base_config(spec: StudySpec) -> dict[str, Any]:
 
 def _apply_axis(config: dict[str, Any], axis: str, value: Any, tkeys: Mapping[str, Any]) -> None:
     prefix, _, sub = axis.partition(".")
-    if prefix in ("model_kwargs", "dataset_kwargs") and sub:
+    target = layer_axis(axis)
+    if target is not None:
+        config[prefix][target[2]] = value
+    elif prefix in ("model_kwargs", "dataset_kwargs") and sub:
         config[prefix][sub] = value
     elif axis in tkeys:
         config["train"][axis] = value
@@ -140,9 +143,10 @@ def expand(spec: StudySpec) -> list[Cell]:
     for seed, fold, point in itertools.product(spec.seeds, folds, iter_grid(spec.grid)):
         for act in spec.acts:
             for norm in spec.norms:
+                # a layer-option axis (norm_kwargs.agc.lam_init) only varies its own layer's
+                # cells: the other cells repeat across its values and are built once
+                applied = {a: v for a, v in point.items() if axis_applies(a, act, norm)}
                 config = _base_config(spec)
-                for axis, value in point.items():
-                    _apply_axis(config, axis, value, tkeys)
                 config.update(
                     act=act,
                     act_kwargs=dict(spec.act_kwargs.get(act, {})),
@@ -150,17 +154,19 @@ def expand(spec: StudySpec) -> list[Cell]:
                     norm_kwargs=dict(spec.norm_kwargs.get(norm, {})),
                     seed=seed,
                 )
+                for axis, value in applied.items():
+                    _apply_axis(config, axis, value, tkeys)
                 if fold is not None:
                     config.update(folds=spec.folds, fold=fold)
                 config["train"]["seed"] = seed
                 key = cell_key(config)
-                if key in seen:  # pragma: no cover - spec validation forbids duplicates
+                if key in seen:  # a layer-option axis of another layer
                     continue
                 seen.add(key)
                 cells.append(Cell(
                     key=key, study=spec.name, dataset=config["dataset"],
                     model=config["model"], act=act, norm=norm, seed=seed, config=config,
-                    runtime=dict(runtime), axes=dict(point), resources=dict(spec.resources),
+                    runtime=dict(runtime), axes=applied, resources=dict(spec.resources),
                     fold=fold,
                 ))
     return cells

@@ -131,6 +131,35 @@ SPEC_DEFAULTS: dict[str, Any] = {
 KEYED_TRAIN_FIELDS = ("epochs", "batch_size", "optimizer", "lr")
 #: Settings that do not change results: kept out of the cell key (see ``actlab.sweep.grid``).
 BOOKKEEPING_KEYS = ("device", "data_dir", "imports", "loader", "num_workers")
+def layer_axis(axis: str) -> tuple[str, str, str] | None:
+    """``("act"|"norm", layer, option)`` for a ``[grid]`` axis ``act_kwargs.<act>.<option>`` or
+    ``norm_kwargs.<norm>.<option>``; ``None`` for any other axis."""
+    prefix, _, rest = axis.partition(".")
+    layer, _, option = rest.partition(".")
+    if prefix in ("act_kwargs", "norm_kwargs") and layer and option:
+        return prefix[:-7], layer, option
+    return None
+
+
+def axis_applies(axis: str, act: str, norm: str) -> bool:
+    """Whether a ``[grid]`` axis changes the cells of this (act, norm) pair: a layer-option axis
+    only changes the cells of its own layer."""
+    target = layer_axis(axis)
+    if target is None:
+        return True
+    kind, layer, _ = target
+    return layer == (act if kind == "act" else norm)
+
+
+def count_cells(acts: Sequence[str], norms: Sequence[str], seeds: int, folds: int | None,
+                grid: Mapping[str, Sequence[Any]]) -> int:
+    """Number of distinct cells: seeds x folds x, per (act, norm) pair, the product of the axes
+    that apply to it (a ``norm_kwargs.agc.lam_init`` axis multiplies only the AGC cells)."""
+    per_pair = sum(math.prod(len(v) for a, v in grid.items() if axis_applies(a, act, norm))
+                   for act in acts for norm in norms)
+    return seeds * (folds or 1) * per_pair
+
+
 _TABLE_KEYS = ("dataset_kwargs", "model_kwargs", "act_kwargs", "norm_kwargs", "task_kwargs", "grid",
                "resources")
 _LIST_KEYS = ("acts", "norms", "seeds", "imports")
@@ -222,8 +251,7 @@ class StudySpec:
 
     def cell_count(self) -> int:
         """Number of cells (acts x norms x seeds x folds x grid points), without building them."""
-        return (len(self.acts) * len(self.norms) * len(self.seeds) * (self.folds or 1)
-                * math.prod(len(v) for v in self.grid.values()))
+        return count_cells(self.acts, self.norms, len(self.seeds), self.folds, self.grid)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -578,7 +606,8 @@ def parse_spec(
 
     dataset_kwargs = tables.get("dataset_kwargs", {})
     model_kwargs = tables.get("model_kwargs", {})
-    grid = _parse_grid(p, tables.get("grid", {}), data, dataset_kwargs, model_kwargs)
+    grid = _parse_grid(p, tables.get("grid", {}), data, dataset_kwargs, model_kwargs,
+                       {"act": acts, "norm": norms}, {"act": act_kwargs, "norm": norm_kwargs})
     for axis, values in grid.items():
         if axis in tkeys:
             for i, v in enumerate(values):
@@ -587,8 +616,7 @@ def parse_spec(
     if folds is not None and "val_fraction" in grid:
         raise p.error("grid.val_fraction", f"cannot sweep val_fraction with folds = {folds} (the "
                                            "held-out fold is the validation split)")
-    count = (len(acts) * len(norms) * len(seeds) * (folds or 1)
-             * math.prod(len(v) for v in grid.values()))
+    count = count_cells(acts, norms, len(seeds), folds, grid)
     if count > MAX_CELLS:
         raise p.error(None, f"{count} cells ({len(acts)} acts x {len(norms)} norms x "
                             f"{len(seeds)} seeds" + (f" x {folds} folds" if folds else "")
@@ -661,6 +689,15 @@ def _check_names(p: _Parser, scalars: Mapping[str, Any], acts: Sequence[str],
     for i, n in enumerate(norms):
         _check_name(p, f"norms[{i}]", "norm", n)
         _check_layer_kwargs(p, f"norm_kwargs.{n}", "norm", n, norm_kwargs.get(n, {}))
+    for axis, values in grid.items():
+        target = layer_axis(axis)
+        if target is None:
+            continue
+        kind, layer, option = target
+        fixed = (act_kwargs if kind == "act" else norm_kwargs).get(layer, {})
+        for i, v in enumerate(values):
+            _check_layer_kwargs(p, f"grid.{axis}[{i}]", "activation" if kind == "act" else "norm",
+                                layer, {**fixed, option: v})
     _check_aliases(p, "acts", "activation", acts)
     _check_aliases(p, "norms", "norm", norms)
     _check_tasks(p, scalars, grid, task_kwargs or {})
@@ -707,6 +744,8 @@ def _parse_grid(
     data: Mapping[str, Any],
     dataset_kwargs: Mapping[str, Any],
     model_kwargs: Mapping[str, Any],
+    layers: Mapping[str, Sequence[str]] | None = None,
+    layer_kwargs: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None,
 ) -> dict[str, tuple[Any, ...]]:
     axes: dict[str, Checker | None] = {
         **{k: c for k, c in train_keys().items() if k not in BOOKKEEPING_KEYS},
@@ -717,7 +756,21 @@ def _parse_grid(
     for axis, values in grid.items():
         key = f"grid.{axis}"
         prefix, _, sub = axis.partition(".")
-        if prefix in ("model_kwargs", "dataset_kwargs") and sub:
+        target = layer_axis(axis)
+        if target is not None:
+            checker = None
+            kind, layer, option = target
+            names = (layers or {}).get(kind, ())
+            if layer not in names:
+                raise p.error(key, f"{layer!r} is not in {kind}s = {list(names)} (a layer-option "
+                                   f"axis is {prefix}.<{kind} in {kind}s>.<option>)")
+            if option in (layer_kwargs or {}).get(kind, {}).get(layer, {}):
+                raise p.error(key, f"{option!r} is also set in {prefix}.{layer}; set it in one "
+                                   "place only")
+        elif prefix in ("act_kwargs", "norm_kwargs"):
+            raise p.error(key, f"a layer-option axis needs the layer and the option: "
+                               f"{prefix}.<name>.<option> (e.g. norm_kwargs.agc.lam_init)")
+        elif prefix in ("model_kwargs", "dataset_kwargs") and sub:
             checker: Checker | None = None
             fixed = model_kwargs if prefix == "model_kwargs" else dataset_kwargs
             if sub in fixed:
@@ -734,7 +787,8 @@ def _parse_grid(
             raise p.error(key, f"{axis!r} is already an axis: list the values in "
                                f"{axis.rstrip('s')}s = [...] at the top level")
         else:
-            options = [*sorted(axes), "model_kwargs.<name>", "dataset_kwargs.<name>"]
+            options = [*sorted(axes), "model_kwargs.<name>", "dataset_kwargs.<name>",
+                       "act_kwargs.<act>.<option>", "norm_kwargs.<norm>.<option>"]
             raise p.error(key, f"cannot sweep {axis!r}{did_you_mean(axis, sorted(axes))} "
                                f"(sweepable: {', '.join(options)})")
         if not isinstance(values, list) or not values:

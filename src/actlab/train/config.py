@@ -62,10 +62,11 @@ class TrainConfig:
         wd_exclude_1d: do not decay parameters with ``ndim <= 1`` (biases, norm affines and
             scalar activation parameters). Off by default: every parameter is decayed.
         schedule: ``"none"``, ``"cosine"`` (to 0 at the last step), ``"step"`` (multiply by
-            ``step_gamma`` every ``step_size`` epochs, or at each epoch of a list of milestones)
-            or ``"inverse_sqrt"`` (``sqrt(W / step)`` after a warm-up of ``W`` steps: Vaswani
+            ``step_gamma`` every ``step_size`` epochs, or at each epoch of a list of milestones),
+            ``"inverse_sqrt"`` (``sqrt(W / step)`` after a warm-up of ``W`` steps: Vaswani
             et al. 2017's ``d^-0.5·min(step^-0.5, step·W^-1.5)`` with ``lr = (d·W)^-0.5``, the
-            peak rate; needs a warm-up).
+            peak rate; needs a warm-up)
+            or ``"poly"`` (DeepLab's ``(1 - t)^0.9`` decay over the steps after warm-up).
         warmup_epochs: linear warm-up length in epochs (the rate climbs from ``1/W`` to 1 over
             the first ``W`` steps, then the schedule proper takes over).
         warmup_steps: the warm-up length in optimizer steps instead (None: use
@@ -110,7 +111,7 @@ class TrainConfig:
     weight_decay: float = setting(0.0, Float(0.0))
     nesterov: bool = setting(False, Bool)
     wd_exclude_1d: bool = setting(False, Bool)
-    schedule: str = setting("none", Choice("none", "cosine", "step", "inverse_sqrt"))
+    schedule: str = setting("none", Choice("none", "cosine", "step", "inverse_sqrt", "poly"))
     step_size: int | list[int] = setting(30, Milestones)
     step_gamma: float = setting(0.1, Float(0.0, 1.0, lo_open=True))
     warmup_epochs: int | float = setting(0, Float(0.0))

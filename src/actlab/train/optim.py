@@ -7,6 +7,8 @@ warm-up steps (at most ``T``):
 * warm-up (``k < W``): ``f = (k + 1) / W``;
 * ``"none"``: ``f = 1``;
 * ``"cosine"``: ``f = (1 + cos(π (k - W) / (T - W))) / 2`` (from 1 down towards 0);
+* ``"poly"``: ``f = (1 - (k - W) / (T - W))^0.9`` (the "poly" policy of DeepLab, Chen et al.
+  2017, power 0.9; from 1 down towards 0);
 * ``"step"``: ``f = γ^m`` with ``m`` the number of decays so far: ``⌊e / step_size⌋`` for an int
   step size, or the number of milestones ``≤ e`` for a list, ``e = ⌊k / S⌋`` the epoch index;
 * ``"inverse_sqrt"``: ``f = sqrt(W / (k + 1))`` (``W`` taken as 1 if 0). With the warm-up this is
@@ -27,7 +29,10 @@ from torch import nn
 
 from actlab.train.config import TrainConfig
 
-__all__ = ["build_optimizer", "build_scheduler", "lr_factor", "param_groups"]
+__all__ = ["build_optimizer", "build_scheduler", "lr_factor", "param_groups", "POLY_POWER"]
+
+#: Exponent of the ``"poly"`` schedule (DeepLab's value).
+POLY_POWER = 0.9
 
 
 def param_groups(model: nn.Module, weight_decay: float, exclude_1d: bool) -> list[dict]:
@@ -85,6 +90,9 @@ def lr_factor(
     if schedule == "cosine":
         span = max(total - warm, 1)
         return 0.5 * (1.0 + math.cos(math.pi * min(step - warm, span) / span))
+    if schedule == "poly":
+        span = max(total - warm, 1)
+        return (1.0 - min(step - warm, span) / span) ** POLY_POWER
     if schedule == "step":
         epoch = step // steps_per_epoch
         if isinstance(step_size, int):
@@ -92,8 +100,8 @@ def lr_factor(
         else:
             decays = bisect.bisect_right(sorted(step_size), epoch)
         return step_gamma**decays
-    raise ValueError(f"unknown schedule {schedule!r}; expected 'none', 'cosine', 'step' or "
-                     "'inverse_sqrt'")
+    raise ValueError(f"unknown schedule {schedule!r}; expected 'none', 'cosine', 'step', "
+                     "'inverse_sqrt' or 'poly'")
 
 
 class _Factor:
