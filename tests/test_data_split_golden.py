@@ -146,7 +146,7 @@ def _parallel(case: dict[str, Any], cache_dir: str) -> dict[str, list[int]]:
     tok = load_tokenizer(ds.meta["tokenizer"])
     out = {}
     for key in ("train", "val", "test"):
-        text = decode_ids(tok, getattr(ds, key).tensors[0].tolist())
+        text = decode_ids(tok, getattr(ds, key).padded()[0].tolist())
         out[key] = [int("".join(str(DIGITS.index(w)) for w in t.split()[len(DIGITS):]))
                     for t in text]
     return out

@@ -105,7 +105,7 @@ def test_unknown_key_suggests_the_close_one():
         ({"lr": -0.1}, "lr", "got -0.1; expected a number > 0"),
         ({"lr": "fast"}, "lr", "got 'fast'; expected a number > 0"),
         ({"optimizer": "rmsprop"}, "optimizer", "expected one of 'sgd', 'adam', 'adamw'"),
-        ({"schedule": "linear"}, "schedule", "expected one of 'none', 'cosine', 'step', 'poly'"),
+        ({"schedule": "linear"}, "schedule", "expected one of 'none', 'cosine', 'step', 'inverse_sqrt', 'poly'"),
         ({"momentum": 1.0}, "momentum", "got 1.0; expected a number in [0, 1)"),
         ({"val_fraction": 1.5}, "val_fraction", "got 1.5"),
         ({"nesterov": "yes"}, "nesterov", "expected true or false"),
