@@ -3,6 +3,8 @@ compiled kernels run (the layers' compiled paths are tested in each layer's test
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 
@@ -34,9 +36,11 @@ def test_environment_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     assert backends._initial_backend() == "compiled"
     monkeypatch.setenv("ACTLAB_BACKEND", "turbo")
     with pytest.warns(UserWarning, match="ACTLAB_BACKEND"):
-        assert backends._initial_backend() == "eager"
-    monkeypatch.delenv("ACTLAB_BACKEND")
+        assert backends._initial_backend() == "auto"
+    monkeypatch.setenv("ACTLAB_BACKEND", "eager")
     assert backends._initial_backend() == "eager"
+    monkeypatch.delenv("ACTLAB_BACKEND")
+    assert backends._initial_backend() == "auto"  # the library default
 
 
 def test_use_compiled_rules() -> None:
@@ -55,3 +59,59 @@ def test_use_compiled_rules() -> None:
 
         torch.jit.trace(probe, (small,), check_trace=False)
         assert seen == [False]  # never compile while tracing
+
+
+# ---------------------------------------------------------------------------------------------
+# torch.func transforms: eager math, no compilation, whatever the backend
+# ---------------------------------------------------------------------------------------------
+def _layers() -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+    from actlab.functional import agc, agc_act, ash, sau
+    from actlab.functional.smoothing import smooth_activation
+
+    lam, gamma, beta = torch.full((3,), 0.9), torch.full((3,), 1.1), torch.full((3,), 0.1)
+    return {
+        "sau": lambda x: sau(x, 0.15, 3.0),
+        "sau_paper": lambda x: sau(x, torch.tensor(0.2), 3.0, "paper", zero_centred=True),
+        "ash": lambda x: ash(x, 0.5, 2.0),
+        "agc": lambda x: agc(x, lam, gamma, beta),
+        "agc_act": lambda x: agc_act(x, lam, gamma, beta),
+        "smooth_leaky": lambda x: smooth_activation(x, "leaky_relu", 4.0),
+    }
+
+
+_TRANSFORMS: dict[str, Callable[..., torch.Tensor]] = {
+    "vmap": lambda f, x: torch.func.vmap(f)(x),
+    "jacrev": lambda f, x: torch.func.jacrev(f)(x),
+    "jvp": lambda f, x: torch.func.jvp(f, (x,), (torch.ones_like(x),))[1],
+    "grad": lambda f, x: torch.func.grad(lambda t: f(t).square().sum())(x),
+}
+
+
+@pytest.mark.parametrize("transform", list(_TRANSFORMS))
+@pytest.mark.parametrize("name", list(_layers()))
+def test_transforms_run_eager_math_without_compiling(name: str, transform: str) -> None:
+    f, apply = _layers()[name], _TRANSFORMS[transform]
+    shape = (2, 2, 3, 4, 5) if transform == "vmap" else (2, 3, 4, 5)  # vmap maps dim 0 away
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    with backends.backend("eager"):
+        expected = apply(f, x)
+    backends.reset_compiled()
+    try:
+        with backends.backend("compiled"):
+            got = apply(f, x)
+        assert backends._compiled == {} and backends.compile_failures() == []
+    finally:
+        backends.reset_compiled()
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+def test_transforming_flag() -> None:
+    seen: list[bool] = []
+
+    def probe(x: torch.Tensor) -> torch.Tensor:
+        seen.append(backends.transforming())
+        return x * 2
+
+    probe(torch.ones(2))
+    torch.func.vmap(probe)(torch.ones(2, 2))
+    assert seen == [False, True]
