@@ -3,7 +3,12 @@ compiled kernels run (the layers' compiled paths are tested in each layer's test
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +16,7 @@ import torch
 from actlab.functional import backends
 
 D64 = torch.float64
+SRC = Path(__file__).resolve().parent.parent / "src"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -115,3 +121,124 @@ def test_transforming_flag() -> None:
     probe(torch.ones(2))
     torch.func.vmap(probe)(torch.ones(2, 2))
     assert seen == [False, True]
+
+
+# ---------------------------------------------------------------------------------------------
+# the default backend and the "auto" budget
+# ---------------------------------------------------------------------------------------------
+def test_library_default_is_auto() -> None:
+    """Without ACTLAB_BACKEND a fresh process runs "auto" (the suite pins "eager", conftest)."""
+    env = {k: v for k, v in os.environ.items() if k != "ACTLAB_BACKEND"}
+    env["PYTHONPATH"] = os.pathsep.join([str(SRC), env.get("PYTHONPATH", "")])
+    code = "from actlab.functional import get_backend; print(get_backend())"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True, timeout=120)
+    assert out.stdout.strip() == backends.DEFAULT_BACKEND == "auto"
+    assert backends.get_backend() == "eager"  # conftest
+
+
+def _sau_step(x: torch.Tensor, alpha: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    from actlab.functional import sau
+
+    out = sau(x, alpha, 3.0)
+    grad = torch.linspace(-1, 1, out.numel()).reshape(out.shape)
+    return (out.detach(), *torch.autograd.grad(out, (x, alpha), grad))
+
+
+def _compiled_keys() -> set[str]:
+    return {key[0] for key in backends._compiled}
+
+
+def test_auto_compiles_once_the_budget_is_spent(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Budget logic with a stand-in compiler (the formula runs uncompiled): no compile before
+    the configuration has run AUTO_COMPILE_AFTER elements eagerly, then one per direction;
+    small inputs never count; restart_auto() starts the budgets afresh."""
+    compiled: list[str] = []
+
+    def fake_compile(fn: Callable[..., object], fullgraph: bool) -> Callable[..., object]:
+        compiled.append(fn.__name__)
+        return fn
+
+    x = torch.randn(4, 3, 8, 8, requires_grad=True)
+    alpha = torch.tensor(0.2, requires_grad=True)
+    monkeypatch.setattr(backends.torch, "compile", fake_compile)
+    monkeypatch.setattr(backends, "AUTO_MIN_NUMEL", x.numel())
+    monkeypatch.setattr(backends, "AUTO_COMPILE_AFTER", 3 * x.numel())
+    backends.reset_compiled()
+    try:
+        with backends.backend("auto"):
+            _sau_step(x[:1].detach().requires_grad_(), alpha)  # below AUTO_MIN_NUMEL: no count
+            for _ in range(3):
+                _sau_step(x, alpha)
+            assert compiled == [] and backends._compiled == {}
+            _sau_step(x, alpha)
+            assert compiled == ["_sau_fwd_math", "_sau_bwd_math"]
+            backends.restart_auto()  # budgets afresh, kernels kept
+            _sau_step(x, alpha)
+            assert _compiled_keys() == {"_sau_fwd_math", "_sau_bwd_math"}
+            assert len(compiled) == 2
+        with backends.backend("compiled"):  # "compiled" has no budget
+            backends.reset_compiled()
+            _sau_step(x, alpha)
+            assert _compiled_keys() == {"_sau_fwd_math", "_sau_bwd_math"}
+    finally:
+        backends.reset_compiled()
+
+
+@pytest.mark.slow
+def test_auto_compiled_result_matches_reference(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real compile after the budget: compiled and eager results agree with the float64
+    reference (forward 2e-6 relative, gradients 2e-5 relative to their scale)."""
+    from actlab.functional import sau_reference
+
+    x = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(1)).requires_grad_()
+    alpha = torch.tensor(0.2, requires_grad=True)
+    monkeypatch.setattr(backends, "AUTO_MIN_NUMEL", x.numel())
+    monkeypatch.setattr(backends, "AUTO_COMPILE_AFTER", x.numel())
+    x64, a64 = x.detach().double().requires_grad_(), alpha.detach().double().requires_grad_()
+    ref = sau_reference(x64, a64, 3.0)
+    grad = torch.linspace(-1, 1, ref.numel(), dtype=D64).reshape(ref.shape)
+    want = (ref.detach(), *torch.autograd.grad(ref, (x64, a64), grad))
+    backends.reset_compiled()
+    try:
+        with backends.backend("auto"):
+            eager = _sau_step(x, alpha)
+            assert backends._compiled == {}
+            compiled = _sau_step(x, alpha)
+            if backends.compile_failures():
+                pytest.skip(f"torch.compile unavailable here: {backends.compile_failures()[0]}")
+            assert _compiled_keys() == {"_sau_fwd_math", "_sau_bwd_math"}
+    finally:
+        backends.reset_compiled()
+    for got in (eager, compiled):
+        for g, w in zip(got, want, strict=True):
+            scale = w.abs().max().item()
+            torch.testing.assert_close(g.double(), w, rtol=2e-5, atol=2e-6 * scale)
+
+
+def test_failed_compile_warns_once_and_falls_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken_compile(fn: Callable[..., object], fullgraph: bool) -> Callable[..., object]:
+        def run(*args: object) -> object:
+            raise RuntimeError("no C++ compiler")
+        return run
+
+    x = torch.randn(2, 3, 4, 4, requires_grad=True)
+    alpha = torch.tensor(0.2, requires_grad=True)
+    with backends.backend("eager"):
+        expected = _sau_step(x, alpha)
+    monkeypatch.setattr(backends.torch, "compile", broken_compile)
+    backends.reset_compiled()
+    try:
+        with backends.backend("compiled"):
+            with pytest.warns(RuntimeWarning, match="no C.. compiler") as caught:
+                first = _sau_step(x, alpha)
+            assert len(caught) == 1
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")  # no second warning
+                second = _sau_step(x, alpha)
+        assert len(backends.compile_failures()) == 1
+    finally:
+        backends.reset_compiled()
+    for got in (first, second):
+        for g, w in zip(got, expected, strict=True):
+            torch.testing.assert_close(g, w, rtol=0, atol=0)
