@@ -114,3 +114,16 @@ def test_resume_treats_old_checkpoints_as_eager() -> None:
     _check_resume(old, TrainConfig(layer_backend="eager"), "old.pt")
     with pytest.raises(ValueError, match="layer_backend: 'eager' -> 'auto'"):
         _check_resume(old, TrainConfig(layer_backend="auto"), "old.pt")
+
+
+def test_cli_set_and_header(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from actlab.cli import main
+
+    path = tmp_path / "lb.toml"
+    path.write_text('name = "lb"\ndataset = "digits"\nmodel = "tiny_cnn"\nacts = ["sau"]\n'
+                    "seeds = [0]\nepochs = 1\n")
+    db = str(tmp_path / "r.sqlite")
+    assert main(["run", str(path), "--check", "--db", db]) == 0
+    assert "layer backend eager" in capsys.readouterr().out  # the process backend (conftest)
+    assert main(["run", str(path), "--set", "layer_backend=compiled", "--check", "--db", db]) == 0
+    assert "1 thread per cell, layer backend compiled" in capsys.readouterr().out
