@@ -6,11 +6,12 @@ Backends (:func:`set_backend`, the :func:`backend` context manager, or the envir
 ``"auto"`` (default)
     eager math until compiling pays back, then the compiled kernels: a static configuration
     (one layer formula and direction, its flags, dtype and device) runs eagerly until it has
-    processed :data:`AUTO_COMPILE_AFTER` elements, and only then compiles. The budget is about
-    the eager time a cold compilation costs on a CPU (rent-or-buy rule: a run never spends more
-    than about twice the better choice's time), so short runs, tests and one-off calls never
+    processed :data:`AUTO_COMPILE_AFTER` elements, and only then compiles. That much eager math
+    takes about as long as compiling it on a CPU (rent-or-buy rule: the time lost against the
+    better choice stays around the compile cost), so short runs, tests and one-off calls never
     compile and long training gets the fused kernels. Inputs with fewer than
-    :data:`AUTO_MIN_NUMEL` elements always run eagerly (and do not count).
+    :data:`AUTO_MIN_NUMEL` elements always run eagerly (and do not count). A training run
+    starts the counts afresh (:func:`restart_auto`).
 ``"eager"``
     plain PyTorch ops; using a layer never triggers a compilation. Use it for bit-exact reference
     math and when comparing against runs made before ``"auto"`` became the default.
@@ -24,9 +25,9 @@ Whatever the backend, eager math is used while tracing, scripting or exporting, 
 compiler would see functorch's wrapped tensors), and after a compilation failed (one warning,
 then eager for the rest of the process: :func:`compile_failures` lists the messages).
 
-Compiled and eager results agree to a few float32 ulps, not bitwise (a different ``erf``
-approximation and summation order), so a training trajectory depends on the backend: the
-experiment system records it per run (``TrainConfig.layer_backend``).
+Compiled and eager results agree to about 1e-6 relative in float32, not bitwise (the CPU
+float32 SAU kernel's cheaper ``erf``, a different summation order), so a training trajectory
+depends on the backend: the experiment system records it per run (``TrainConfig.layer_backend``).
 """
 
 from __future__ import annotations
@@ -66,8 +67,8 @@ DEFAULT_BACKEND = "auto"
 #: smallest input (elements) for which the ``"auto"`` backend uses a compiled kernel
 AUTO_MIN_NUMEL = 1 << 16
 #: elements a static configuration processes eagerly under ``"auto"`` before it compiles
-#: (2**30: 8-20 s of eager forward or backward math on one CPU thread, about what compiling
-#: that direction costs with a cold inductor cache; see docs/PERFORMANCE.md)
+#: (2**30: 4-13 s of eager forward or backward math on one CPU thread, between what compiling
+#: that direction costs with a warm and with a cold inductor cache; see docs/PERFORMANCE.md)
 AUTO_COMPILE_AFTER = 1 << 30
 
 
