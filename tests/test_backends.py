@@ -3,12 +3,8 @@ compiled kernels run (the layers' compiled paths are tested in each layer's test
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,7 +12,6 @@ import torch
 from actlab.functional import backends
 
 D64 = torch.float64
-SRC = Path(__file__).resolve().parent.parent / "src"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -126,14 +121,11 @@ def test_transforming_flag() -> None:
 # ---------------------------------------------------------------------------------------------
 # the default backend and the "auto" budget
 # ---------------------------------------------------------------------------------------------
-def test_library_default_is_auto() -> None:
-    """Without ACTLAB_BACKEND a fresh process runs "auto" (the suite pins "eager", conftest)."""
-    env = {k: v for k, v in os.environ.items() if k != "ACTLAB_BACKEND"}
-    env["PYTHONPATH"] = os.pathsep.join([str(SRC), env.get("PYTHONPATH", "")])
-    code = "from actlab.functional import get_backend; print(get_backend())"
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         check=True, timeout=120)
-    assert out.stdout.strip() == backends.DEFAULT_BACKEND == "auto"
+def test_library_default_is_auto(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without ACTLAB_BACKEND the import-time backend is "auto" (the suite pins "eager",
+    tests/conftest.py)."""
+    monkeypatch.delenv("ACTLAB_BACKEND", raising=False)
+    assert backends._initial_backend() == backends.DEFAULT_BACKEND == "auto"
     assert backends.get_backend() == "eager"  # conftest
 
 
