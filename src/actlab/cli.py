@@ -223,7 +223,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     header = (f"study {spec.name!r}: {models} on {datasets}, {len(cells)} cells "
               f"({len(spec.acts)} acts x {len(spec.norms)} norms x {len(spec.seeds)} seeds"
               + "".join(f" x {len(v)} {k}" for k, v in spec.grid.items())
-              + f"), {spec.threads} thread{'s' if spec.threads > 1 else ''} per cell")
+              + f"), {spec.threads} thread{'s' if spec.threads > 1 else ''} per cell, layer "
+              + "backend " + "|".join(sorted({c.layer_backend for c in cells})))
     print(header, flush=True)
     if args.check:
         for cell in cells:

@@ -6,8 +6,9 @@
 - :func:`agc` / :func:`agc_act` — Deep Control's automatic gain control (B. Ruff, 2017), alone and
   fused with a (leaky) ReLU; :func:`scaled_lr` is its learning-rate rule lr = base_lr × batch.
 - :func:`smooth_piecewise_linear` and friends — σ * κ_n for any activation σ (SAU paper §2.3).
-- :func:`set_backend` / :func:`get_backend` / :func:`backend` — eager PyTorch ops (default) or
-  ``torch.compile``-fused forward/backward kernels for SAU, ASH and AGC (``ACTLAB_BACKEND``).
+- :func:`set_backend` / :func:`get_backend` / :func:`backend` — eager PyTorch ops,
+  ``torch.compile``-fused forward/backward kernels for SAU, ASH and AGC, or ``"auto"`` (the
+  default: eager until compiling pays back; ``ACTLAB_BACKEND``, :mod:`.backends`).
 """
 
 from actlab.functional.agc import agc, agc_act, agc_act_reference, agc_reference, scaled_lr

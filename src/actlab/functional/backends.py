@@ -3,18 +3,31 @@ r"""Which math the actlab layers run: eager PyTorch ops or ``torch.compile``-fus
 Backends (:func:`set_backend`, the :func:`backend` context manager, or the environment variable
 ``ACTLAB_BACKEND`` read at import):
 
-``"eager"`` (default)
-    plain PyTorch ops; using a layer never triggers a compilation.
+``"auto"`` (default)
+    eager math until compiling pays back, then the compiled kernels: a static configuration
+    (one layer formula and direction, its flags, dtype and device) runs eagerly until it has
+    processed :data:`AUTO_COMPILE_AFTER` elements, and only then compiles. That much eager math
+    takes about as long as compiling it on a CPU (rent-or-buy rule: the time lost against the
+    better choice stays around the compile cost), so short runs, tests and one-off calls never
+    compile and long training gets the fused kernels. Inputs with fewer than
+    :data:`AUTO_MIN_NUMEL` elements always run eagerly (and do not count). A training run
+    starts the counts afresh (:func:`restart_auto`).
+``"eager"``
+    plain PyTorch ops; using a layer never triggers a compilation. Use it for bit-exact reference
+    math and when comparing against runs made before ``"auto"`` became the default.
 ``"compiled"``
     each layer's forward/backward formula (one function per layer and direction, in that layer's
     file under :mod:`actlab.functional`) compiled lazily with ``torch.compile(fullgraph=True)``
     on first use; the compiled functions are cached here, one per static configuration.
-``"auto"``
-    compiled kernels for tensors with at least :data:`AUTO_MIN_NUMEL` elements, eager otherwise.
 
 Whatever the backend, eager math is used while tracing, scripting or exporting, inside an outer
-``torch.compile`` (which fuses the eager ops itself), and after a compilation failed (one
-warning, then eager for the rest of the process: :func:`compile_failures` lists the messages).
+``torch.compile`` (which fuses the eager ops itself), under ``torch.func`` transforms (the
+compiler would see functorch's wrapped tensors), and after a compilation failed (one warning,
+then eager for the rest of the process: :func:`compile_failures` lists the messages).
+
+Compiled and eager results agree to about 1e-6 relative in float32, not bitwise (the CPU
+float32 SAU kernel's cheaper ``erf``, a different summation order), so a training trajectory
+depends on the backend: the experiment system records it per run (``TrainConfig.layer_backend``).
 """
 
 from __future__ import annotations
@@ -31,12 +44,16 @@ from torch import Tensor
 
 __all__ = [
     "BACKENDS",
+    "DEFAULT_BACKEND",
     "AUTO_MIN_NUMEL",
+    "AUTO_COMPILE_AFTER",
     "set_backend",
     "get_backend",
     "backend",
     "exporting",
+    "transforming",
     "use_compiled",
+    "restart_auto",
     "compile_failures",
     "reset_compiled",
     "run_compiled",
@@ -45,17 +62,25 @@ __all__ = [
 ]
 
 BACKENDS = ("eager", "compiled", "auto")
+#: the backend when neither ``ACTLAB_BACKEND`` nor :func:`set_backend` chose one
+DEFAULT_BACKEND = "auto"
 #: smallest input (elements) for which the ``"auto"`` backend uses a compiled kernel
 AUTO_MIN_NUMEL = 1 << 16
+#: elements a static configuration processes eagerly under ``"auto"`` before it compiles
+#: (2**30: 4-13 s of eager forward or backward math on one CPU thread, between what compiling
+#: that direction costs with a warm and with a cold inductor cache; see docs/PERFORMANCE.md)
+AUTO_COMPILE_AFTER = 1 << 30
 
 
 def _initial_backend() -> str:
-    name = os.environ.get("ACTLAB_BACKEND", "eager").strip().lower() or "eager"
+    raw = os.environ.get("ACTLAB_BACKEND", "")
+    name = raw.strip().lower() or DEFAULT_BACKEND
     if name not in BACKENDS:
         warnings.warn(
-            f"ACTLAB_BACKEND={name!r} is not one of {BACKENDS}; using 'eager'", stacklevel=2
+            f"ACTLAB_BACKEND={raw!r} is not one of {BACKENDS}; using {DEFAULT_BACKEND!r}",
+            stacklevel=2,
         )
-        return "eager"
+        return DEFAULT_BACKEND
     return name
 
 
@@ -113,15 +138,28 @@ def first_order_only() -> bool:
     return not torch.is_grad_enabled() and not torch._C._are_functorch_transforms_active()
 
 
+def transforming() -> bool:
+    """Whether a ``torch.func`` transform (vmap, grad, jvp, ...) is active.
+
+    Inside an ``autograd.Function``'s forward under ``grad`` / ``jvp`` (and ``jacrev``,
+    ``jacfwd``, ``hessian``) functorch has lowered its level, so the interpreter stack looks
+    empty; the single-level-function flag it sets meanwhile still tells.
+    """
+    functorch = torch._C._functorch
+    return bool(torch._C._are_functorch_transforms_active()
+                or functorch.get_single_level_autograd_function_allowed())
+
+
 def use_compiled(x: Tensor) -> bool:
-    """Whether the fused compiled kernels should run for input ``x`` right now."""
+    """Whether the compiled kernels may run for input ``x`` right now (under ``"auto"``,
+    :func:`run_compiled` still runs eager math until the configuration's budget is spent)."""
     if _backend == "eager":
         return False
     if _backend == "auto" and x.numel() < AUTO_MIN_NUMEL:
         return False
     if x.device.type not in ("cpu", "cuda"):
         return False
-    return not exporting()
+    return not exporting() and not transforming()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -129,6 +167,8 @@ def use_compiled(x: Tensor) -> bool:
 # ---------------------------------------------------------------------------------------------
 _failures: list[str] = []
 _compiled: dict[tuple[Any, ...], Callable[..., Any]] = {}
+#: elements each static configuration has run eagerly under ``"auto"`` (until it compiles)
+_eager_work: dict[tuple[Any, ...], int] = {}
 
 
 def compile_failures() -> list[str]:
@@ -137,9 +177,22 @@ def compile_failures() -> list[str]:
 
 
 def reset_compiled() -> None:
-    """Forget compiled kernels and failures (e.g. after changing inductor settings)."""
+    """Forget compiled kernels, failures and the ``"auto"`` budgets spent (e.g. after changing
+    inductor settings)."""
     _compiled.clear()
     _failures.clear()
+    _eager_work.clear()
+
+
+def restart_auto() -> None:
+    """Start every ``"auto"`` budget afresh (compiled kernels are kept, but not used until a
+    configuration has spent its budget again).
+
+    A training run calls this first, so that which steps run compiled depends only on the run
+    itself, not on what the process ran before (a sweep cell gives the same numbers in any
+    worker).
+    """
+    _eager_work.clear()
 
 
 def _fresh_copy(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -154,10 +207,19 @@ def _fresh_copy(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def run_compiled(fn: Callable[..., Any], key: tuple[Any, ...], *args: Any) -> Any:
-    """Run the compiled version of ``fn`` for this static ``key``; ``None`` if it failed."""
+    """Run the compiled version of ``fn`` for this static ``key``; ``None`` when the caller
+    should run eager math instead: the compilation failed (now or before), or under ``"auto"``
+    the configuration has not yet processed :data:`AUTO_COMPILE_AFTER` elements (the first
+    argument's ``numel()`` is added to its count on each such call)."""
     if _failures:
         return None
     full_key = (fn.__name__, *key)
+    if _backend == "auto":
+        done = _eager_work.get(full_key, 0)
+        if done < AUTO_COMPILE_AFTER:
+            first = args[0] if args and isinstance(args[0], Tensor) else None
+            _eager_work[full_key] = done + (first.numel() if first is not None else 1)
+            return None
     compiled = _compiled.get(full_key)
     if compiled is None:
         compiled = torch.compile(_fresh_copy(fn), fullgraph=True)

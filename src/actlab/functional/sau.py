@@ -268,12 +268,6 @@ def _approx_erf(x: Tensor, *params: Tensor) -> bool:
     return x.device.type == "cpu" and compute_dtype(x, *params) == torch.float32
 
 
-def _transforming() -> bool:
-    """Whether a torch.func transform (vmap, grad, jvp, ...) is active: compiled kernels are not
-    used then (the compiler would see functorch's wrapped tensors)."""
-    return torch._C._functorch.peek_interpreter_stack() is not None
-
-
 # ---------------------------------------------------------------------------------------------
 # the in-place eager variant (ordinary forward / backward without graph recording)
 # ---------------------------------------------------------------------------------------------
@@ -281,7 +275,7 @@ def _lean(*tensors: Tensor) -> bool:
     """Whether the in-place eager path may run: no graph is being recorded (not a double
     backward), not tracing or transforming, and no operand broadcasts beyond the first one's
     shape."""
-    if torch.is_grad_enabled() or torch.jit.is_tracing() or _transforming():
+    if torch.is_grad_enabled() or torch.jit.is_tracing() or backends.transforming():
         return False
     try:
         return torch.broadcast_shapes(*(t.shape for t in tensors)) == tensors[0].shape
@@ -345,7 +339,7 @@ class _SAUFunction(torch.autograd.Function):
     def forward(  # type: ignore[override]
         x: Tensor, alpha: Tensor, n: Tensor, paper: bool, zero_centred: bool
     ) -> Tensor:
-        if backends.use_compiled(x) and not _transforming():
+        if backends.use_compiled(x):
             key = (paper, zero_centred, _approx_erf(x, alpha, n), x.dtype, x.device.type)
             out = backends.run_compiled(_sau_fwd_math, key, x, alpha, n, paper, zero_centred,
                                         key[2])
@@ -371,7 +365,7 @@ class _SAUFunction(torch.autograd.Function):
         need_x, need_alpha, need_n = ctx.needs_input_grad[:3]
         paper, zero_centred = ctx.paper, ctx.zero_centred
         needs = (need_x, need_alpha, need_n)
-        if not torch.is_grad_enabled() and backends.use_compiled(x) and not _transforming():
+        if not torch.is_grad_enabled() and backends.use_compiled(x):
             approx = _approx_erf(x, alpha, n)
             key = (paper, zero_centred, *needs, approx, x.dtype, grad.dtype, x.device.type)
             grads = backends.run_compiled(

@@ -91,7 +91,8 @@ def execute_cell(
         **config.get("model_kwargs", {}),
     )
     cfg = TrainConfig.from_dict(
-        {**config["train"], "device": runtime.get("device", "auto"), **loading}
+        {**config["train"], "device": runtime.get("device", "auto"), **loading,
+         "layer_backend": config.get("layer_backend", "eager")}  # see actlab.sweep.grid
     )
     extra: dict[str, Any] = {"distributed": True} if distributed else {}
     loggers = loggers_for_cell(config, runtime) if not distributed or _rank() == 0 else []

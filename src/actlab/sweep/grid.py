@@ -12,7 +12,12 @@ sets ``folds = k``). A cell's config is a JSON-able dict::
 other specs do not change) and its key is ``sha1(canonical_json(config))``: the same settings
 always give the same key, whatever the order of keys in the spec file, so re-running a spec
 finds its earlier cells.
-``threads`` (torch intra-op threads of the cell) is part of it because results depend on it.
+``threads`` (torch intra-op threads of the cell) is part of it because results depend on it, and
+so is ``"layer_backend"`` (the math of the actlab layers, :mod:`actlab.functional.backends`:
+compiled kernels differ from eager math in the last bits), but only when it is not ``"eager"``,
+the backend every cell stored before the setting existed ran with. It is the spec's
+``layer_backend`` (or a ``[grid]`` axis value), else the backend of the process that expands the
+spec (``ACTLAB_BACKEND``; library default ``"auto"``).
 Settings that do not change results (``device``, ``data_dir``, plug-in ``imports``) are kept out
 of the key, in ``Cell.runtime``.
 """
@@ -74,6 +79,11 @@ class Cell:
         return int(self.config.get("threads", 1))
 
     @property
+    def layer_backend(self) -> str:
+        """The backend of the actlab layers (``"eager"`` when the config does not name one)."""
+        return str(self.config.get("layer_backend", "eager"))
+
+    @property
     def imports(self) -> tuple[str, ...]:
         """Plug-ins to load before the cell runs (``imports`` of the spec)."""
         return tuple(self.runtime.get("imports", ()))
@@ -124,8 +134,18 @@ def _apply_axis(config: dict[str, Any], axis: str, value: Any, tkeys: Mapping[st
         config[axis] = value
 
 
+def _key_layer_backend(config: dict[str, Any], default: str) -> None:
+    """Put the cell's layer backend at the top level of ``config``, only when not eager."""
+    name = config["train"].pop("layer_backend", None) or default
+    if name != "eager":
+        config["layer_backend"] = name
+
+
 def expand(spec: StudySpec) -> list[Cell]:
     """All cells of ``spec`` in run order (see the module docstring)."""
+    from actlab.functional.backends import get_backend
+
+    backend_default = spec.train.layer_backend or get_backend()
     count = spec.cell_count()
     if count > MAX_CELLS:  # parse_spec refuses these; a spec changed with replace() may not
         raise ValueError(f"{spec.source}: {count} cells; at most {MAX_CELLS} per spec")
@@ -156,6 +176,7 @@ def expand(spec: StudySpec) -> list[Cell]:
                 )
                 for axis, value in applied.items():
                     _apply_axis(config, axis, value, tkeys)
+                _key_layer_backend(config, backend_default)
                 if fold is not None:
                     config.update(folds=spec.folds, fold=fold)
                 config["train"]["seed"] = seed

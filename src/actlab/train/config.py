@@ -30,7 +30,10 @@ from actlab.schema import (
     did_you_mean,
 )
 
-__all__ = ["TrainConfig", "setting", "device_problem"]
+__all__ = ["TrainConfig", "setting", "device_problem", "LAYER_BACKENDS"]
+
+#: ``actlab.functional.backends.BACKENDS``, spelled out so that this module does not import torch
+LAYER_BACKENDS = ("eager", "compiled", "auto")
 
 
 def setting(default: Any, check: Checker) -> Any:
@@ -98,6 +101,12 @@ class TrainConfig:
             seed). Streamed splits always go through the ``DataLoader``.
         num_workers: ``DataLoader`` worker processes for streamed data (0: the training
             process reads; > 0: persistent workers; memory is pinned on CUDA).
+        layer_backend: the math of the actlab layers during the run
+            (:mod:`actlab.functional.backends`): ``"eager"``, ``"compiled"`` or ``"auto"``;
+            None (default): the process's backend (``ACTLAB_BACKEND``, ``set_backend``; the
+            library default is ``"auto"``). The run records the backend it used in
+            ``TrainResult.config``. Compiled kernels agree with eager math to a few ulps, not
+            bitwise, so trajectories differ between backends.
     """
 
     epochs: int = setting(10, Int(1))
@@ -135,6 +144,8 @@ class TrainConfig:
     # ---- data loading (data at scale; bookkeeping: they do not change results) ---------------
     loader: str = setting("memory", Choice("memory", "stream"))
     num_workers: int = setting(0, Int(0))
+    # ---- layer math (results differ in the last bits between backends) -----------------------
+    layer_backend: str | None = setting(None, Optional(Choice(*LAYER_BACKENDS)))
 
     def __post_init__(self) -> None:
         self.validate()

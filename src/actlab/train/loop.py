@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from actlab.functional import backends
 from actlab.train.batches import EpochBatches, eval_tensors, make_loader, targets_of
 from actlab.train.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
 from actlab.train.config import TrainConfig
@@ -117,6 +118,7 @@ def _check_batch_sizes(batches: EpochBatches, world_size: int) -> None:
 
 
 def _check_resume(saved: Mapping[str, Any], cfg: TrainConfig, path: str) -> None:
+    saved = {"layer_backend": "eager", **saved}  # written before the setting existed: eager
     now = cfg.to_dict()
     default = TrainConfig.defaults()  # settings added after the checkpoint was written
     diff = sorted(k for k in now if k not in RESUME_FREE_KEYS
@@ -202,7 +204,11 @@ def train_model(
             f"({world.world_size}); every process needs at least one sample per step"
         )
 
-    with _determinism(cfg.deterministic, device):
+    # the layers' math for this run, recorded in the result; "auto" budgets start afresh so that
+    # which steps run compiled depends on this run only (not on what the process ran before)
+    cfg = cfg.replace(layer_backend=cfg.layer_backend or backends.get_backend())
+    with _determinism(cfg.deterministic, device), backends.backend(cfg.layer_backend):
+        backends.restart_auto()
         return _train(model, splits, cfg, task, num_classes, device, world,
                       None if checkpoint_path is None else os.fspath(checkpoint_path),
                       on_epoch, progress, loggers if world.is_main else (),
