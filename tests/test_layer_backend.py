@@ -127,3 +127,58 @@ def test_cli_set_and_header(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     db = str(tmp_path / "r.sqlite")
     assert main(["run", str(path), "--set", "layer_backend=compiled", "--check", "--db", db]) == 0
     assert "1 thread per cell, layer backend compiled" in capsys.readouterr().out
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_resumed_auto_run_switches_to_compiled_at_the_same_step(
+        tiny_digits: DatasetSplits, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The "auto" budgets travel in the checkpoint: a run interrupted before its layers switched
+    to the compiled kernels switches at the same step after resuming, so it ends bit-identical
+    to the uninterrupted run (a stand-in compiler runs the fused formula uncompiled; its float32
+    erf differs from the eager path's, so a switch at another step changes the numbers)."""
+    compiled: list[str] = []
+
+    def fake_compile(fn, fullgraph):  # noqa: ANN001, ANN202 - torch.compile's signature
+        compiled.append(fn.__name__)
+        return fn
+
+    monkeypatch.setattr(backends.torch, "compile", fake_compile)
+    monkeypatch.setattr(backends, "AUTO_MIN_NUMEL", 1)
+    # tiny_cnn width 4 on 64 8x8 images, batch 16: 4 steps an epoch; the first SAU's input has
+    # 16*4*8*8 elements: its budget runs out during epoch 2 (after 6 forward calls)
+    monkeypatch.setattr(backends, "AUTO_COMPILE_AFTER", 6 * 16 * 4 * 8 * 8)
+    cfg = TrainConfig(epochs=3, batch_size=16, device="cpu", layer_backend="auto", lr=0.05,
+                      log_layer_stats=False)
+
+    def run(path: Path, on_epoch=None) -> tuple[object, torch.nn.Module]:  # noqa: ANN001
+        torch.manual_seed(0)
+        model = create_model("tiny_cnn", num_classes=10, in_channels=1, act="sau", width=4)
+        return train_model(model, tiny_digits, cfg, checkpoint_path=path, on_epoch=on_epoch,
+                           progress=False), model
+
+    backends.reset_compiled()
+    try:
+        full, full_model = run(tmp_path / "full.pt")
+        assert compiled, "the budget never ran out: the test would not test the switch"
+
+        def stop(epoch: int, record: dict) -> None:
+            if epoch == 1:
+                raise _Stop
+
+        backends.reset_compiled()
+        with pytest.raises(_Stop):
+            run(tmp_path / "part.pt", stop)
+        backends.reset_compiled()  # a fresh process: no budgets, no kernels
+        resumed, resumed_model = run(tmp_path / "part.pt")
+    finally:
+        backends.reset_compiled()
+
+    def strip(history: list[dict]) -> list[dict]:
+        return [{k: v for k, v in r.items() if k != "epoch_time"} for r in history]
+
+    assert strip(resumed.history) == strip(full.history)
+    for a, b in zip(full_model.parameters(), resumed_model.parameters(), strict=True):
+        assert torch.equal(a, b)

@@ -54,6 +54,8 @@ __all__ = [
     "transforming",
     "use_compiled",
     "restart_auto",
+    "auto_progress",
+    "restore_auto_progress",
     "compile_failures",
     "reset_compiled",
     "run_compiled",
@@ -169,6 +171,7 @@ _failures: list[str] = []
 _compiled: dict[tuple[Any, ...], Callable[..., Any]] = {}
 #: elements each static configuration has run eagerly under ``"auto"`` (until it compiles)
 _eager_work: dict[tuple[Any, ...], int] = {}
+_restored: dict[str, int] = {}  # budgets read from a checkpoint, by repr(key)
 
 
 def compile_failures() -> list[str]:
@@ -182,6 +185,24 @@ def reset_compiled() -> None:
     _compiled.clear()
     _failures.clear()
     _eager_work.clear()
+    _restored.clear()
+
+
+def auto_progress() -> dict[str, int]:
+    """The eager work each configuration has done towards its ``"auto"`` budget (elements), keyed
+    by the configuration's text form: a training checkpoint stores it so that a resumed run
+    switches to the compiled kernels at the same step as an uninterrupted one."""
+    progress = {repr(key): done for key, done in _eager_work.items()}
+    progress.update(_restored)  # restored budgets not reached again yet
+    return progress
+
+
+def restore_auto_progress(progress: dict[str, int]) -> None:
+    """Set every ``"auto"`` budget to the work of :func:`auto_progress` (replacing what this
+    process has spent so far); configurations not in ``progress`` start afresh."""
+    _eager_work.clear()
+    _restored.clear()
+    _restored.update({str(k): int(v) for k, v in progress.items()})
 
 
 def restart_auto() -> None:
@@ -193,6 +214,7 @@ def restart_auto() -> None:
     worker).
     """
     _eager_work.clear()
+    _restored.clear()
 
 
 def _fresh_copy(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -215,7 +237,9 @@ def run_compiled(fn: Callable[..., Any], key: tuple[Any, ...], *args: Any) -> An
         return None
     full_key = (fn.__name__, *key)
     if _backend == "auto":
-        done = _eager_work.get(full_key, 0)
+        done = _eager_work.get(full_key)
+        if done is None:
+            done = _restored.pop(repr(full_key), 0)
         if done < AUTO_COMPILE_AFTER:
             first = args[0] if args and isinstance(args[0], Tensor) else None
             _eager_work[full_key] = done + (first.numel() if first is not None else 1)

@@ -294,6 +294,8 @@ def _train(
         state = load_checkpoint(checkpoint_path)
         _check_resume(state["config"], cfg, checkpoint_path)
         model.load_state_dict(state["model"])
+        # the "auto" backend's budgets as they were: compiled kernels take over at the same step
+        backends.restore_auto_progress(state.get("auto_progress") or {})
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         if state.get("scaler"):
@@ -407,6 +409,7 @@ def _train(
                         "scheduler": _scheduler_state(scheduler),
                         "scaler": scaler.state_dict() if scaler.is_enabled() else None,
                         "rng": get_rng_state(generator),
+                        "auto_progress": backends.auto_progress(),
                     })
                 if on_epoch is not None:
                     on_epoch(epoch, record)
