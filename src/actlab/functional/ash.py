@@ -176,7 +176,8 @@ def _moments_one_pass(xc: Tensor, dims: list[int], eps: float) -> tuple[Tensor, 
     element, give ``μ = k + S1/n`` and ``var = S2/n − (S1/n)²``. For float32 (and half) inputs
     float64 cannot overflow (``(2·3.4e38)²·2⁶³ < 1.8e308``), so no ``max |x|`` pass is needed,
     and the shift keeps the cancellation below float32 resolution unless ``k`` lies ~10⁴σ from
-    the mean. σ is capped at the float32 maximum. Not for float64 inputs (:func:`_moments`).
+    the mean. σ is capped at the float32 maximum. Only for float32 ``xc`` (float64 inputs use
+    :func:`_moments`).
     """
     k = xc
     for d in dims:
@@ -186,8 +187,7 @@ def _moments_one_pass(xc: Tensor, dims: list[int], eps: float) -> tuple[Tensor, 
     count = _count(xc, dims)
     m = dev.sum(dims, keepdim=True) / count
     var = ((dev * dev).sum(dims, keepdim=True) / count - m * m).clamp(min=0.0)
-    big = torch.finfo(xc.dtype).max
-    sigma = torch.sqrt(var + eps).clamp(max=big)
+    sigma = torch.sqrt(var + eps).clamp(max=3.4028234663852886e38)  # the float32 maximum
     return (kd + m).to(xc.dtype), sigma.to(xc.dtype)
 
 
@@ -201,7 +201,7 @@ def _ash_fwd_math(
 
     ``one_pass`` (what the compiled backend runs for float32 ``cdt``): μ and σ come from
     :func:`_moments_one_pass` and the gate's argument is ``4α·(x/2 − θ/2)`` with the threshold
-    ``θ = μ + zσ`` clamped to the dtype's range: the halves cannot overflow, so no ``max |x|``
+    ``θ = μ + zσ`` clamped to the float32 range: the halves cannot overflow, so no ``max |x|``
     pass is needed either, and inductor reads ``x`` twice (one reduction, one elementwise pass)
     instead of four times. (θ is clamped, not scaled: only an input equal to the dtype's
     maximum, below a threshold beyond it, gets gate ½ instead of ≈ 0.)
@@ -209,8 +209,8 @@ def _ash_fwd_math(
     xc, zc, ac = x.to(cdt), z.to(cdt), alpha.to(cdt)
     if one_pass:
         mu, sigma = _moments_one_pass(xc, dims, eps)
-        big = torch.finfo(cdt).max
-        half_thr = (0.5 * (mu + zc * sigma)).clamp(-0.5 * big, 0.5 * big)
+        half_max = 1.7014117331926443e38  # half the float32 maximum (a literal: TorchScript)
+        half_thr = (0.5 * (mu + zc * sigma)).clamp(-half_max, half_max)
         s = torch.sigmoid((4.0 * ac) * (0.5 * xc - half_thr))
     else:
         scale, mu_s, sigma_s, xs = _moments(xc, dims, eps)
