@@ -128,3 +128,65 @@ def test_compiled_ash_equals_eager(leak: float) -> None:
         torch.testing.assert_close(gc, ge, rtol=2e-5, atol=2e-5 * scale)
     saved = _compiled(lambda: saved_tensor_bytes(lambda: ash(x, z, a), exclude=(z, a)))
     assert x.numel() * 4 <= saved <= x.numel() * 4 + 2 * 4 * 4  # x plus (N,1,1,1) μ and σ
+
+
+# ---------------------------------------------------------------------------------------------
+# the one-pass statistics the compiled backend uses for float32 / half inputs
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize(("pshape", "dims", "leak"), CASES)
+def test_one_pass_formula_matches_float64_reference(pshape, dims, leak, dtype) -> None:
+    """``one_pass=True`` (float64 shifted sums, clamped threshold) against the float64 naive
+    composition, on inputs whose mean is far from 0 (cancellation) and whose first element, the
+    shift, is an outlier."""
+    x, z, a = (t.detach() for t in _inputs(pshape, seed=12))
+    x = 300.0 + 2.0 * x
+    x[:, 0, 0, 0] = -900.0  # the shift of dims=None / (1,) slices lies far from their mean
+    xd = x.to(dtype)
+    d = [1, 2, 3] if dims is None else list(dims)
+    out, mu, sigma = A._ash_fwd_math(xd, z.float(), a.float(), d, 1e-5, leak, torch.float32, True)
+    xr = xd.double()
+    mu_ref = xr.mean(d, keepdim=True)
+    sigma_ref = torch.sqrt(((xr - mu_ref) ** 2).mean(d, keepdim=True) + 1e-5)
+    torch.testing.assert_close(mu.double(), mu_ref, rtol=1e-6, atol=0)
+    torch.testing.assert_close(sigma.double(), sigma_ref, rtol=1e-6, atol=0)
+    ref = ash_reference(xr, z, a, dims, 1e-5, leak)
+    tol = 1e-5 if dtype == torch.float32 else 1e-2
+    torch.testing.assert_close(out.double(), ref, rtol=tol, atol=tol * ref.abs().max().item())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_one_pass_formula_is_finite_up_to_the_dtype_max(dtype) -> None:
+    big = torch.finfo(dtype).max
+    g = torch.Generator().manual_seed(13)
+    x = torch.rand(2, 3, 4, 4, generator=g, dtype=D64) * 2 - 1
+    x[0, 0, 0, :2] = torch.tensor([1.0, -1.0])
+    huge = (x * big).to(dtype)
+    for z in (0.0, 1.5, -1.5):
+        out, mu, sigma = A._ash_fwd_math(
+            huge, torch.tensor(z), torch.tensor(1.0), [1, 2, 3], 1e-5, 0.0, torch.float32, True
+        )
+        assert all(torch.isfinite(t).all() for t in (out, mu, sigma))
+        ref = ash_reference(huge.double(), z, 1.0)
+        torch.testing.assert_close(out.double(), ref, rtol=1e-2, atol=1e-6 * big)
+    # a constant sample: σ = √eps, every element sits at the threshold (gate ½ for z = 0)
+    const = torch.full((2, 3, 4, 4), 7.0, dtype=dtype)
+    out, _, sigma = A._ash_fwd_math(const, torch.tensor(0.0), torch.tensor(1.0), [1, 2, 3],
+                                    1e-5, 0.0, torch.float32, True)
+    torch.testing.assert_close(sigma, torch.full_like(sigma, 1e-5 ** 0.5))
+    torch.testing.assert_close(out.float(), torch.full((2, 3, 4, 4), 3.5))
+
+
+@pytest.mark.slow
+def test_compiled_ash_is_finite_up_to_the_float32_max() -> None:
+    """The compiled one-pass kernel (not only its formula run eagerly) on inputs up to the
+    float32 maximum, against the float64 reference."""
+    big = torch.finfo(torch.float32).max
+    g = torch.Generator().manual_seed(14)
+    x = (torch.rand(2, 3, 4, 4, generator=g, dtype=D64) * 2 - 1) * big
+    x[0, 0, 0, :2] = torch.tensor([big, -big], dtype=D64)
+    huge = x.float()
+    out = _compiled(lambda: ash(huge, 0.5, 1.0))
+    assert torch.isfinite(out).all() and out[0, 0, 0, 0] == huge[0, 0, 0, 0]
+    ref = ash_reference(huge.double(), 0.5, 1.0)
+    torch.testing.assert_close(out.double(), ref, rtol=1e-2, atol=1e-6 * big)

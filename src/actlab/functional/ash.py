@@ -169,19 +169,55 @@ def _moments(
     return scale, mu_s, sigma_s, xs
 
 
+def _moments_one_pass(xc: Tensor, dims: list[int], eps: float) -> tuple[Tensor, Tensor]:
+    """``(μ, σ)`` over ``dims`` in ``xc``'s dtype (float32), from ONE read of ``xc``.
+
+    The float64 sums ``S1 = Σ(x − k)`` and ``S2 = Σ(x − k)²``, with ``k`` the slice's first
+    element, give ``μ = k + S1/n`` and ``var = S2/n − (S1/n)²``. For float32 (and half) inputs
+    float64 cannot overflow (``(2·3.4e38)²·2⁶³ < 1.8e308``), so no ``max |x|`` pass is needed,
+    and the shift keeps the cancellation below float32 resolution unless ``k`` lies ~10⁴σ from
+    the mean. σ is capped at the float32 maximum. Only for float32 ``xc`` (float64 inputs use
+    :func:`_moments`).
+    """
+    k = xc
+    for d in dims:
+        k = k.narrow(d, 0, 1)
+    kd = k.to(torch.float64)
+    dev = xc.to(torch.float64) - kd
+    count = _count(xc, dims)
+    m = dev.sum(dims, keepdim=True) / count
+    var = ((dev * dev).sum(dims, keepdim=True) / count - m * m).clamp(min=0.0)
+    sigma = torch.sqrt(var + eps).clamp(max=3.4028234663852886e38)  # the float32 maximum
+    return (kd + m).to(xc.dtype), sigma.to(xc.dtype)
+
+
 def _ash_fwd_math(
     x: Tensor, z: Tensor, alpha: Tensor, dims: list[int], eps: float, leak: float,
-    cdt: torch.dtype,
+    cdt: torch.dtype, one_pass: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """``(x·G(2α(x − μ − zσ)), μ, σ)`` with ``G = leak + (1 − leak)·sigmoid`` (paper, Eq. 9).
 
     Computed in ``cdt`` (float32 for half inputs); μ, σ are the per-sample statistics.
+
+    ``one_pass`` (what the compiled backend runs for float32 ``cdt``): μ and σ come from
+    :func:`_moments_one_pass` and the gate's argument is ``4α·(x/2 − θ/2)`` with the threshold
+    ``θ = μ + zσ`` clamped to the float32 range: the halves cannot overflow, so no ``max |x|``
+    pass is needed either, and inductor reads ``x`` twice (one reduction, one elementwise pass)
+    instead of four times. (θ is clamped, not scaled: only an input equal to the dtype's
+    maximum, below a threshold beyond it, gets gate ½ instead of ≈ 0.)
     """
     xc, zc, ac = x.to(cdt), z.to(cdt), alpha.to(cdt)
-    scale, mu_s, sigma_s, xs = _moments(xc, dims, eps)
-    s = torch.sigmoid((2.0 * ac * scale) * (xs - mu_s - zc * sigma_s))
+    if one_pass:
+        mu, sigma = _moments_one_pass(xc, dims, eps)
+        half_max = 1.7014117331926443e38  # half the float32 maximum (a literal: TorchScript)
+        half_thr = (0.5 * (mu + zc * sigma)).clamp(-half_max, half_max)
+        s = torch.sigmoid((4.0 * ac) * (0.5 * xc - half_thr))
+    else:
+        scale, mu_s, sigma_s, xs = _moments(xc, dims, eps)
+        mu, sigma = mu_s * scale, sigma_s * scale
+        s = torch.sigmoid((2.0 * ac * scale) * (xs - mu_s - zc * sigma_s))
     gate = s if leak == 0.0 else leak + (1.0 - leak) * s
-    return (xc * gate).to(x.dtype), mu_s * scale, sigma_s * scale
+    return (xc * gate).to(x.dtype), mu, sigma
 
 
 def _ash_bwd_math(
@@ -371,7 +407,10 @@ class _ASHFunction(torch.autograd.Function):
             return _ash_fwd_math(x, z, alpha, list(dims), eps, leak, cdt)
         if backends.use_compiled(x):
             key = (dims, eps, leak, cdt, x.dtype, x.device.type)
-            out = backends.run_compiled(_ash_fwd_math, key, x, z, alpha, dims, eps, leak, cdt)
+            one_pass = cdt == torch.float32  # float64 sums could overflow for float64 inputs
+            out = backends.run_compiled(
+                _ash_fwd_math, key, x, z, alpha, dims, eps, leak, cdt, one_pass
+            )
             if out is not None:
                 return out
         return _ash_fwd_inplace(x, z, alpha, list(dims), eps, leak, cdt)
