@@ -349,3 +349,25 @@ def test_many_modules_get_a_colour_bar_instead_of_a_legend(tmp_path):
     assert data_axes[0].get_legend() is None
     bar = [ax for ax in many.axes if ax not in data_axes]
     assert len(bar) == 1 and "by depth" in bar[0].get_ylabel()
+
+
+def test_training_curves_plot_the_task_metric() -> None:
+    """Translation and detection histories have no accuracy: the quality panel shows test BLEU
+    (in points, not scaled) and test mAP@0.5 (a fraction, shown in %)."""
+    from actlab.report.curves import accuracy_keys
+    from actlab.report.plots import plot_training_curves
+
+    bleu = [{"epoch": e, "train_loss": 2.0 / e, "test_loss": 1.0 / e, "test_bleu": 20.0 * e,
+             "train_token_acc": 0.5, "test_token_acc": 0.5} for e in (1, 2, 3)]
+    runs = [RunRecord(f"k{s}", "s", "scan", "t", a, "ln", s, {}, bleu, {})
+            for s in (0, 1) for a in ("relu", "sau")]
+    assert accuracy_keys(runs) == ("train_bleu", "test_bleu")
+    fig = plot_training_curves(runs)
+    ax = fig.axes[0]
+    assert ax.get_ylabel() == "bleu"
+    ys = [y for line in ax.get_lines() for y in line.get_ydata()]
+    assert max(ys) == 60.0  # BLEU points, not ×100
+    fig.clf()
+    det = [{"epoch": 1, "train_loss": 1.0, "test_loss": 1.0, "test_map50": 0.4}]
+    runs = [RunRecord("k", "s", "synthetic_detection", "ssd", "relu", "bn", 0, {}, det, {})]
+    assert accuracy_keys(runs) == ("train_map50", "test_map50")

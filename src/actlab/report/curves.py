@@ -91,14 +91,20 @@ def history_curve(runs: Iterable[RunRecord], key: str) -> Curve:
     return _aggregate(series)
 
 
+#: (train, test) keys of the quality curve per task, first match wins: accuracy, pixel accuracy
+#: (segmentation), mAP@0.5 (detection: test only) and BLEU (translation: test only)
+_QUALITY_KEYS = (("train_acc", "test_acc"), ("train_pixel_acc", "test_pixel_acc"),
+                 ("train_map50", "test_map50"), ("train_bleu", "test_bleu"))
+
+
 def accuracy_keys(runs: Sequence[RunRecord]) -> tuple[str, str]:
-    """(train, test) accuracy keys: pixel accuracy for segmentation histories."""
+    """(train, test) keys of the quality curve: accuracy; pixel accuracy for segmentation,
+    mAP@0.5 for detection and BLEU for translation histories (those have no train value)."""
     for r in runs:
         for rec in r.history:
-            if "test_acc" in rec or "train_acc" in rec:
-                return "train_acc", "test_acc"
-            if "test_pixel_acc" in rec or "train_pixel_acc" in rec:
-                return "train_pixel_acc", "test_pixel_acc"
+            for train, test in _QUALITY_KEYS:
+                if test in rec or train in rec:
+                    return train, test
     return "train_acc", "test_acc"
 
 

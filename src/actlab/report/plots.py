@@ -546,7 +546,8 @@ def plot_training_curves(
     grey = SeriesStyle(color="0.65", marker=None, linestyle="-", linewidth=0.7)
     fig, axs = _subplots(len(data), 2, h=1.6, sharex=True)
     common = _common(list(data))
-    k = 100.0 if percent else 1.0
+    scaled = percent and not acc_te.endswith("bleu")  # BLEU is stored in points already
+    k = 100.0 if scaled else 1.0
     for row, (cell, by_layer) in enumerate(data.items()):
         ax_acc, ax_loss = axs[row]
         order = [lab for lab in by_layer if lab not in coloured]
@@ -563,9 +564,10 @@ def plot_training_curves(
             _band(ax_acc, cs[acc_tr], st, f"{lab} train", "--", k, i)
             _band(ax_loss, cs["test_loss"], st, f"{lab} test", "-", index=i)
             _band(ax_loss, cs["train_loss"], st, f"{lab} train", "--", index=i)
-        title = _cell_title(cell, axes, common)
-        ax_acc.set(title=title, ylabel=acc_te.replace("test_", "") + (" (%)" if percent else ""))
-        ax_loss.set(title=title, ylabel="loss")
+        # one title per row, over both panels (two copies of a long title would overlap)
+        ax_acc.set_title(_cell_title(cell, axes, common), loc="left")
+        ax_acc.set(ylabel=acc_te.replace("test_", "") + (" (%)" if scaled else ""))
+        ax_loss.set(ylabel="loss")
         for ax in (ax_acc, ax_loss):
             ax.grid(alpha=0.3)
     for ax in axs[-1]:
