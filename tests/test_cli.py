@@ -86,7 +86,7 @@ def test_dry_run_writes_rows_and_prints_the_table(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "study 'c-dry-run': tiny_cnn on digits, 4 cells (2 acts x 1 norms x 2 seeds)" in out
     assert "test_acc (mean ± std)" in out
-    table = out[out.index("layer"):].splitlines()
+    table = out[out.index("\nlayer ") + 1:].splitlines()
     assert table[2].split()[:2] == ["relu", "2/2"] and table[3].split()[:2] == ["elu", "2/2"]
     assert "±" in table[2]
     with ResultStore(tmp_path / "r.sqlite") as store:

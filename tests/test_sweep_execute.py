@@ -72,7 +72,7 @@ def test_execute_cell_wires_data_model_and_training(monkeypatch):
     assert calls["norm"] == "bn"
     assert calls["train"] == dict(
         cfg={"epochs": 2, "batch_size": 32, "optimizer": "sgd", "lr": 0.05, "seed": 3,
-             "device": "cpu"},
+             "device": "cpu", "layer_backend": "eager"},
         checkpoint_path="/tmp/c.pt", progress=False)
     torch.manual_seed(3)
     assert torch.equal(calls["init"], torch.rand(3))

@@ -147,6 +147,9 @@ def transforming() -> bool:
     ``jacfwd``, ``hessian``) functorch has lowered its level, so the interpreter stack looks
     empty; the single-level-function flag it sets meanwhile still tells.
     """
+    if torch.compiler.is_compiling():
+        # dynamo cannot trace functorch's flag; it traces the eager composition anyway
+        return False
     functorch = torch._C._functorch
     return bool(torch._C._are_functorch_transforms_active()
                 or functorch.get_single_level_autograd_function_allowed())
