@@ -38,7 +38,7 @@ import torch
 from torch import Tensor
 from torch.overrides import handle_torch_function, has_torch_function_variadic
 
-from actlab.functional import backends
+from actlab.functional import backends, native
 from actlab.functional._common import compute_dtype, sum_to
 from actlab.functional.backends import composition_only, first_order_only
 
@@ -406,6 +406,9 @@ class _ASHFunction(torch.autograd.Function):
         if torch._C._are_functorch_transforms_active():  # in-place ops lack vmap rules
             return _ash_fwd_math(x, z, alpha, list(dims), eps, leak, cdt)
         if backends.use_compiled(x):
+            out = native.ash_forward(x, z, alpha, dims, eps, leak)
+            if out is not None:
+                return out
             key = (dims, eps, leak, cdt, x.dtype, x.device.type)
             one_pass = cdt == torch.float32  # float64 sums could overflow for float64 inputs
             out = backends.run_compiled(
@@ -436,6 +439,9 @@ class _ASHFunction(torch.autograd.Function):
             grad = torch.zeros_like(x)
         if first_order_only() and grad_mu is None and grad_sigma is None:
             if backends.use_compiled(x):
+                grads = native.ash_backward(grad, x, mu, sigma, z, alpha, dims, leak, *needs)
+                if grads is not None:
+                    return (*grads, None, None, None)
                 key = (dims, leak, *needs, x.dtype, grad.dtype, x.device.type)
                 grads = backends.run_compiled(
                     _ash_bwd_math, key, grad, x, mu, sigma, z, alpha, dims, leak, *needs,

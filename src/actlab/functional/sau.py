@@ -77,7 +77,7 @@ import torch
 from torch import Tensor
 from torch.overrides import handle_torch_function, has_torch_function_variadic
 
-from actlab.functional import backends
+from actlab.functional import backends, native
 from actlab.functional._common import compute_dtype, sum_to
 
 __all__ = ["sau", "sau_reference", "sau_composed", "FORMULAS", "erf_and_gauss", "gauss_cutoff"]
@@ -347,6 +347,9 @@ class _SAUFunction(torch.autograd.Function):
         x: Tensor, alpha: Tensor, n: Tensor, paper: bool, zero_centred: bool
     ) -> Tensor:
         if backends.use_compiled(x):
+            out = native.sau_forward(x, alpha, n, paper, zero_centred)
+            if out is not None:
+                return out
             key = (paper, zero_centred, _approx_erf(x, alpha, n), x.dtype, x.device.type)
             out = backends.run_compiled(_sau_fwd_math, key, x, alpha, n, paper, zero_centred,
                                         key[2])
@@ -373,6 +376,9 @@ class _SAUFunction(torch.autograd.Function):
         paper, zero_centred = ctx.paper, ctx.zero_centred
         needs = (need_x, need_alpha, need_n)
         if not torch.is_grad_enabled() and backends.use_compiled(x):
+            grads = native.sau_backward(grad, x, alpha, n, paper, zero_centred, *needs)
+            if grads is not None:
+                return (*grads, None, None)
             approx = _approx_erf(x, alpha, n)
             key = (paper, zero_centred, *needs, approx, x.dtype, grad.dtype, x.device.type)
             grads = backends.run_compiled(
