@@ -10,3 +10,19 @@ any test module imports actlab, so that spawned workers inherit it too. Tests of
 import os
 
 os.environ["ACTLAB_BACKEND"] = "eager"
+
+
+import pytest  # noqa: E402 - after the environment variable, before any actlab import
+
+
+@pytest.fixture(params=["native", "inductor"])
+def kernels(request: pytest.FixtureRequest):
+    """Run a compiled-backend test twice: with the native CPU kernels of SAU and ASH (where they
+    cover the call, :mod:`actlab.functional.native`) and with ``torch.compile`` kernels only."""
+    from actlab.functional import native
+
+    if request.param == "inductor":
+        with native.disabled():
+            yield request.param
+    else:
+        yield request.param

@@ -108,7 +108,7 @@ def _compiled(fn):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("leak", [0.0, 0.1])
-def test_compiled_ash_equals_eager(leak: float) -> None:
+def test_compiled_ash_equals_eager(leak: float, kernels: str) -> None:
     torch.manual_seed(1)
     x = torch.randn(4, 6, 8, 8, requires_grad=True)
     z = torch.full((1, 6, 1, 1), 0.3, requires_grad=True)
@@ -178,7 +178,7 @@ def test_one_pass_formula_is_finite_up_to_the_dtype_max(dtype) -> None:
 
 
 @pytest.mark.slow
-def test_compiled_ash_is_finite_up_to_the_float32_max() -> None:
+def test_compiled_ash_is_finite_up_to_the_float32_max(kernels: str) -> None:
     """The compiled one-pass kernel (not only its formula run eagerly) on inputs up to the
     float32 maximum, against the float64 reference."""
     big = torch.finfo(torch.float32).max

@@ -9,9 +9,17 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from actlab.functional import backends
+from actlab.functional import backends, native
 
 D64 = torch.float64
+
+
+@pytest.fixture(autouse=True)
+def _torch_compile_only():
+    """These tests are about the torch.compile machinery (budgets, cache, failures): the native
+    SAU/ASH kernels, which the compiled backends try first, are off (tests/test_native.py)."""
+    with native.disabled():
+        yield
 
 
 # ---------------------------------------------------------------------------------------------

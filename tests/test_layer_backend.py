@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from actlab.data import DatasetSplits
-from actlab.functional import backends
+from actlab.functional import backends, native
 from actlab.models import create_model
 from actlab.sweep.cellenv import cell_environment
 from actlab.sweep.grid import expand
@@ -146,6 +146,7 @@ def test_resumed_auto_run_switches_to_compiled_at_the_same_step(
         return fn
 
     monkeypatch.setattr(backends.torch, "compile", fake_compile)
+    monkeypatch.setattr(native, "_enabled", False)  # the budgeted torch.compile path
     monkeypatch.setattr(backends, "AUTO_MIN_NUMEL", 1)
     # tiny_cnn width 4 on 64 8x8 images, batch 16: 4 steps an epoch; the first SAU's input has
     # 16*4*8*8 elements: its budget runs out during epoch 2 (after 6 forward calls)

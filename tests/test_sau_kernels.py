@@ -143,7 +143,7 @@ def _assert_close(a, b, dtype: torch.dtype) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_compiled_sau_equals_eager(dtype: torch.dtype) -> None:
+def test_compiled_sau_equals_eager(dtype: torch.dtype, kernels: str) -> None:
     torch.manual_seed(0)
     x = (torch.randn(4, 6, 8, 8) * 0.5).to(dtype).requires_grad_()
     a = torch.full((6, 1, 1), 0.2, requires_grad=True)

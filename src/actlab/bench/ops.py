@@ -7,15 +7,19 @@ is forward+backward time over the reference case's, and "saved" is the bytes aut
 backward (measured with saved-tensor hooks, parameters excluded) in units of the input's size.
 
 Cases whose name ends in ``_compiled`` run with the ``"compiled"`` backend of
-:mod:`actlab.functional.backends` (the fused kernels, compiled before timing); the others run eager.
+:mod:`actlab.functional.backends` (for SAU and ASH on CPU the native kernels of
+:mod:`actlab.functional.native`, otherwise the ``torch.compile`` kernels, compiled before timing);
+``_inductor`` cases run the ``torch.compile`` kernels with the native ones turned off; the others
+run eager.
 ``_naive`` cases are the layers written as plain compositions of torch ops (the unfused baseline).
 ``python -m actlab.bench ops``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -25,6 +29,7 @@ from torch import nn
 
 from actlab.bench.measure import Timing, saved_tensor_bytes, time_interleaved
 from actlab.functional import backends as layer_backend
+from actlab.functional import native as native_kernels
 from actlab.functional.agc import agc_reference
 from actlab.functional.ash import ash_reference
 from actlab.functional.sau import sau_reference
@@ -124,6 +129,19 @@ class OpCase:
     group: str = "activation"
     note: str = ""
     backend: str = "eager"
+    #: with ``backend="compiled"``: False times the torch.compile kernels with the native CPU
+    #: kernels of :mod:`actlab.functional.native` turned off
+    native: bool = True
+
+    @contextlib.contextmanager
+    def selected(self) -> Iterator[None]:
+        """The backend (and kernel choice) this case runs under."""
+        with layer_backend.backend(self.backend):
+            if self.native:
+                yield
+            else:
+                with native_kernels.disabled():
+                    yield
 
 
 def _bn_relu(c: int) -> nn.Module:
@@ -139,10 +157,16 @@ OP_CASES: list[OpCase] = [
     OpCase("relu", "gelu", lambda c: nn.ReLU()),
     OpCase("silu", "silu", lambda c: nn.SiLU()),
     OpCase("sau", "gelu", lambda c: SAU(), note="autograd.Function, eager math"),
-    OpCase("sau_compiled", "gelu", lambda c: SAU(), note="fused kernels", backend="compiled"),
+    OpCase("sau_compiled", "gelu", lambda c: SAU(), backend="compiled",
+           note="native CPU kernel (else torch.compile)"),
+    OpCase("sau_inductor", "gelu", lambda c: SAU(), note="torch.compile kernels",
+           backend="compiled", native=False),
     OpCase("sau_naive", "gelu", lambda c: _NaiveSAU(), note="composition of torch ops"),
     OpCase("ash", "silu", lambda c: ASH(), note="autograd.Function, eager math"),
-    OpCase("ash_compiled", "silu", lambda c: ASH(), note="fused kernels", backend="compiled"),
+    OpCase("ash_compiled", "silu", lambda c: ASH(), backend="compiled",
+           note="native CPU kernel (else torch.compile)"),
+    OpCase("ash_inductor", "silu", lambda c: ASH(), note="torch.compile kernels",
+           backend="compiled", native=False),
     OpCase("ash_naive", "silu", lambda c: _NaiveASH(), note="composition of torch ops"),
     OpCase("bn", "bn", nn.BatchNorm2d, group="norm", note="training mode"),
     OpCase("gn", "bn", _gn, group="norm"),
@@ -212,22 +236,22 @@ def _prepare(case: OpCase, shape: tuple[int, ...], dtype: torch.dtype, device: s
 
 
 def _calls(p: _Prepared) -> dict[str, tuple[Callable[[], object] | None, Callable[..., object]]]:
-    module, x, grad, name = p.module, p.x, p.grad, p.case.backend
+    module, x, grad, case = p.module, p.x, p.grad, p.case
 
     def fwd() -> None:
-        with layer_backend.backend(name), torch.no_grad():
+        with case.selected(), torch.no_grad():
             module(x)
 
     def setup() -> torch.Tensor:
-        with layer_backend.backend(name):
+        with case.selected():
             return module(x)
 
     def bwd(out: torch.Tensor) -> None:
-        with layer_backend.backend(name):
+        with case.selected():
             out.backward(grad)
 
     def fwd_bwd() -> None:
-        with layer_backend.backend(name):
+        with case.selected():
             module(x).backward(grad)
 
     return {"fwd": (None, fwd), "bwd": (setup, bwd), "total": (None, fwd_bwd)}
@@ -266,7 +290,7 @@ def run_ops(
             timings = time_interleaved(calls, repeats=repeats, device=device)
             for p in block:
                 params = tuple(p.module.parameters())
-                with layer_backend.backend(p.case.backend):
+                with p.case.selected():
                     saved = saved_tensor_bytes(lambda p=p: p.module(p.x), exclude=params)
                 results.append(OpResult(
                     p.case.name, p.case.reference, shape, str(dtype).replace("torch.", ""),

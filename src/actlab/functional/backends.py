@@ -4,7 +4,12 @@ Backends (:func:`set_backend`, the :func:`backend` context manager, or the envir
 ``ACTLAB_BACKEND`` read at import):
 
 ``"auto"`` (default)
-    eager math until compiling pays back, then the compiled kernels: a static configuration
+    on CPU, SAU and ASH run the native kernels of :mod:`actlab.functional.native` (hand-written
+    C, built once per machine in about a second and cached) for every input with at least
+    :data:`AUTO_MIN_NUMEL` elements, from the first call: their build cost is paid back within a
+    few training steps. Calls those kernels do not cover (AGC, float64, CUDA, a trainable SAU
+    ``n``, ...) run eager math until compiling pays back, then the compiled kernels: a static
+    configuration
     (one layer formula and direction, its flags, dtype and device) runs eagerly until it has
     processed :data:`AUTO_COMPILE_AFTER` elements, and only then compiles. That much eager math
     takes about as long as compiling it on a CPU (rent-or-buy rule: the time lost against the
@@ -16,7 +21,8 @@ Backends (:func:`set_backend`, the :func:`backend` context manager, or the envir
     plain PyTorch ops; using a layer never triggers a compilation. Use it for bit-exact reference
     math and when comparing against runs made before ``"auto"`` became the default.
 ``"compiled"``
-    each layer's forward/backward formula (one function per layer and direction, in that layer's
+    the native CPU kernels where they cover the call, otherwise each layer's forward/backward
+    formula (one function per layer and direction, in that layer's
     file under :mod:`actlab.functional`) compiled lazily with ``torch.compile(fullgraph=True)``
     on first use; the compiled functions are cached here, one per static configuration.
 

@@ -8,9 +8,11 @@ per-sample statistics and gate are computed while a sample is still in cache, wh
 ``torch.compile`` does not manage (docs/PERFORMANCE.md). They cover the common cases:
 
 - SAU, exact or paper formula, not zero-centred, float32 or bfloat16 input (float32 math),
-  α and n float32 scalars or one value per channel, gradients for x and α (not n);
+  α and n scalars or one value per channel, gradients for x and α (not n);
 - ASH (and its leaky variants), statistics over every non-batch dim, float32 or bfloat16
-  input, z and α float32 scalars or one value per channel of dim 1.
+  input, z and α scalars or one value per channel of dim 1.
+
+(Parameters may be float32 or half precision; they are read as float32.)
 
 Everything else (float64, CUDA, a trainable ``n``, zero-centred SAU, other statistics dims,
 non-contiguous inputs) returns ``None`` here and runs the ``torch.compile`` kernels or eager math.
@@ -60,8 +62,9 @@ __all__ = [
 _SOURCE = Path(__file__).with_name("csrc") / "actlab_cpu.c"
 _BASE_FLAGS = [
     "-O3", "-fPIC", "-shared", "-fopenmp",
-    # allows vectorised sums (reassociation); keeps IEEE inf/NaN semantics (no -ffast-math)
-    "-fno-math-errno", "-fno-trapping-math", "-fno-signed-zeros", "-fassociative-math",
+    # no -ffast-math / -fassociative-math: IEEE inf/NaN semantics and the source's grouping
+    # (overflow-safe halves) are kept; sums are vectorised by `omp simd reduction` pragmas
+    "-fno-math-errno", "-fno-trapping-math",
 ]
 #: rows of a scalar-parameter SAU pass (fixed, so that sums do not depend on the thread count)
 SAU_ROW = 16384
@@ -212,8 +215,8 @@ def _storage_ok(x: Tensor) -> bool:
 
 
 def _channel_dim(p: Tensor, x: Tensor) -> int | None:
-    """``-1`` for a one-element parameter (float32 or half precision), ``d`` for one value per channel of dim ``d``
-    of ``x`` (any broadcastable layout), else ``None`` (not a layout the kernels take)."""
+    """``-1`` for a one-element parameter (any dtype but float64), ``d`` for one value per
+    channel of dim ``d`` of ``x`` (any broadcastable layout), else ``None``."""
     if p.dtype == torch.float64 or p.device.type != "cpu" or p.dim() > x.dim():
         return None
     if p.numel() == 1:

@@ -6,6 +6,9 @@
  * compiler vectorises them: exp is a branch-free polynomial (Cephes' expf coefficients, ~1 ulp),
  * erf the Abramowitz & Stegun 7.1.26 form that shares exp(-u^2) with SAU's Gaussian term.
  *
+ * Compiled without -ffast-math or -fassociative-math (which would let the compiler regroup
+ * overflow-safe expressions such as x/2 - mu/2); sums are vectorised with `omp simd reduction`.
+ *
  * Parallel work is split into pieces whose boundaries do not depend on the thread count, and every
  * sum is taken inside one piece in a fixed order, so results are bitwise the same for any number
  * of threads.
@@ -121,6 +124,7 @@ static inline long min_long(long a, long b) { return a < b ? a : b; }
         for (long c0 = 0; c0 < len; c0 += 2048) {                                                \
             long c1 = min_long(len, c0 + 2048);                                                  \
             float part = 0.0f;                                                                   \
+            _Pragma("omp simd reduction(+:part)")                                                \
             for (long i = c0; i < c1; ++i) {                                                     \
                 float xv = LOAD(xr, i), gv = LOAD(gr, i), u = xv * cu, e;                        \
                 float tail = erfc_tail(u, &e);                                                   \
@@ -191,6 +195,7 @@ DEFINE_SAU(bf16, bf16, bf16_load, bf16_store)
             for (long c0 = 0; c0 < count; c0 += ASH_CHUNK) {                                     \
                 long c1 = min_long(count, c0 + ASH_CHUNK);                                       \
                 float p1 = 0.0f, p2 = 0.0f;                                                      \
+                _Pragma("omp simd reduction(+:p1, p2)")                                          \
                 for (long i = c0; i < c1; ++i) {                                                 \
                     float d = LOAD(xs, i) - k;                                                   \
                     p1 += d;                                                                     \
@@ -257,6 +262,7 @@ DEFINE_SAU(bf16, bf16, bf16_load, bf16_store)
                     for (long c0 = 0; c0 < m; c0 += ASH_CHUNK) {                                 \
                         long c1 = min_long(m, c0 + ASH_CHUNK);                                   \
                         float pq = 0.0f, pqu = 0.0f;                                             \
+                        _Pragma("omp simd reduction(+:pq, pqu)")                                 \
                         for (long i = c0; i < c1; ++i) {                                         \
                             float xv = LOAD(xg, i), gv = LOAD(gg, i);                            \
                             float u = (xv - mu) - zs;                                            \
@@ -276,7 +282,8 @@ DEFINE_SAU(bf16, bf16, bf16_load, bf16_store)
                 }                                                                                \
                 if (!gx) continue;                                                               \
                 float c_mu = (float)(dmu / (double)count);                                       \
-                float c_sig = (float)(dsig / ((double)count * (double)sigma));                   \
+                /* (x - mu) * c_sig as (x/2 - mu/2) * 2 c_sig: the halves cannot overflow */    \
+                float c_sig2 = (float)(2.0 * dsig / ((double)count * (double)sigma));            \
                 T *dx = gx + s * count;                                                          \
                 for (long g = 0; g < groups; ++g) {                                              \
                     float a2 = 2.0f * alpha[g], lk = 1.0f - leak;                                \
@@ -286,7 +293,7 @@ DEFINE_SAU(bf16, bf16, bf16_load, bf16_store)
                     for (long i = 0; i < m; ++i) {                                               \
                         float xv = LOAD(xg, i), gv = LOAD(gg, i), sv = sg[i];                    \
                         float q = gv * (xv * (lk * sv * (1.0f - sv)));                           \
-                        float v = gv * (leak + lk * sv) + a2 * q + c_mu + (xv * c_sig - mu * c_sig); \
+                        float v = gv * (leak + lk * sv) + a2 * q + c_mu + (0.5f * xv - 0.5f * mu) * c_sig2; \
                         STORE(dg, i, v);                                                         \
                     }                                                                            \
                 }                                                                                \
