@@ -41,6 +41,8 @@ _ACTS: dict[str, Callable[..., nn.Module]] = {
     "relu": lambda: nn.ReLU(inplace=True),
     "sau": lambda: SAU(),
     "ash": lambda: ASH(),
+    "gelu": lambda: nn.GELU(),  # native-op context for SAU
+    "silu": lambda: nn.SiLU(inplace=True),  # native-op context for ASH
 }
 _NORMS: dict[str, Callable[..., nn.Module]] = {
     "bn": lambda c, dim=2: nn.BatchNorm2d(c),

@@ -39,7 +39,7 @@ from torch import Tensor
 from torch.overrides import handle_torch_function, has_torch_function_variadic
 
 from actlab.functional import backends, native
-from actlab.functional._common import compute_dtype, sum_to
+from actlab.functional._common import apply_function, broadcasts_to, compute_dtype, sum_to
 from actlab.functional.backends import composition_only, first_order_only
 
 __all__ = [
@@ -119,15 +119,13 @@ def _as_param(p: Scalar, x: Tensor, name: str, per_channel: bool) -> Tensor:
                     f"{x.shape[1] if x.dim() >= 2 else 'no'} channels in dim 1"
                 )
             return p.view(1, -1, *([1] * (x.dim() - 2)))
-        try:
-            torch.broadcast_shapes(p.shape, x.shape)
-        except RuntimeError:
+        if p.dim() > x.dim():
+            raise ValueError(f"{name} has more dims ({p.dim()}) than the input ({x.dim()})")
+        if not broadcasts_to(x.shape, p.shape):
             raise ValueError(
                 f"{name} of shape {tuple(p.shape)} does not broadcast to the input shape "
                 f"{tuple(x.shape)} (use a scalar or a per-channel shape like (1, C, 1, 1))"
-            ) from None
-        if p.dim() > x.dim():
-            raise ValueError(f"{name} has more dims ({p.dim()}) than the input ({x.dim()})")
+            )
         return p
     if isinstance(p, bool) or not isinstance(p, (int, float)):
         raise TypeError(f"{name} must be a float or a tensor, got {type(p).__name__}")
@@ -511,7 +509,7 @@ def ash(
         cdt = compute_dtype(x, zt, at)
         out = _ash_fwd_math(x, zt, at, list(d), float(eps), float(leak), cdt)[0]
     else:
-        out = _ASHFunction.apply(x, zt, at, d, float(eps), float(leak))[0]
+        out = apply_function(_ASHFunction, x, zt, at, d, float(eps), float(leak))[0]
     if inplace and not (torch.is_grad_enabled() and x.requires_grad):
         with torch.no_grad():
             return x.copy_(out)

@@ -1,11 +1,16 @@
 r"""Hand-written CPU kernels for SAU and ASH, built on first use with the system C compiler.
 
-The kernels (``csrc/actlab_cpu.c``) are plain C loops that the compiler vectorises, with
-OpenMP threads over pieces whose boundaries do not depend on the thread count (results are
-bitwise the same for any ``torch.get_num_threads()``). Each direction of each layer is one pass
-over memory per sample or row instead of the several passes of eager PyTorch ops, and ASH's
-per-sample statistics and gate are computed while a sample is still in cache, which is what
-``torch.compile`` does not manage (docs/PERFORMANCE.md). They cover the common cases:
+The kernels (``csrc/actlab_cpu.c``, which includes ``csrc/kernels.inc`` once per storage type)
+are plain C loops that the compiler vectorises, with OpenMP threads over pieces whose boundaries
+do not depend on the thread count (results are bitwise the same for any
+``torch.get_num_threads()``). Each direction of each layer is one pass over memory per sample or
+row instead of the several passes of eager PyTorch ops; ASH's per-sample statistics and gate are
+computed while a sample is still in cache (what ``torch.compile``'s kernels do not manage), and
+SAU takes a leaky-ReLU short path for every block of 64 elements whose ``|n·x|/√2`` is at least
+√50, where its exponential is 0 and its erf ±1 in the full formula too (bitwise the same values;
+with the paper's n = 20000 that is every block without an ``|x| < 3.6e-4``).
+
+They cover the common cases:
 
 - SAU, exact or paper formula, not zero-centred, float32 or bfloat16 input (float32 math),
   α and n scalars or one value per channel, gradients for x and α (not n);
@@ -60,6 +65,7 @@ __all__ = [
 ]
 
 _SOURCE = Path(__file__).with_name("csrc") / "actlab_cpu.c"
+_INCLUDES = (_SOURCE.with_name("kernels.inc"),)
 _BASE_FLAGS = [
     "-O3", "-fPIC", "-shared", "-fopenmp",
     # no -ffast-math / -fassociative-math: IEEE inf/NaN semantics and the source's grouping
@@ -121,7 +127,7 @@ def _build() -> ctypes.CDLL:
     cc = _compiler()
     if cc is None:
         raise RuntimeError("no C compiler found (set CC, or install gcc or clang)")
-    source = _SOURCE.read_bytes()
+    source = b"\0".join(path.read_bytes() for path in (_SOURCE, *_INCLUDES))
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30)
     cpu = _cpu_flags()
     last_error = ""
@@ -239,7 +245,11 @@ def _groups(x: Tensor, *params: Tensor) -> tuple[int, list[Tensor]] | None:
         return None
     d = wide.pop() if wide else -1
     groups = 1 if d == -1 else x.shape[d]
-    flat = [p.detach().reshape(-1).to(torch.float32).expand(groups).contiguous() for p in params]
+    flat = [
+        p if p.dtype == torch.float32 and p.numel() == groups and p.is_contiguous()
+        else p.detach().reshape(-1).to(torch.float32).expand(groups).contiguous()
+        for p in params
+    ]  # only read through their data pointers
     return d, flat
 
 

@@ -78,7 +78,7 @@ from torch import Tensor
 from torch.overrides import handle_torch_function, has_torch_function_variadic
 
 from actlab.functional import backends, native
-from actlab.functional._common import compute_dtype, sum_to
+from actlab.functional._common import apply_function, broadcasts_to, compute_dtype, sum_to
 
 __all__ = ["sau", "sau_reference", "sau_composed", "FORMULAS", "erf_and_gauss", "gauss_cutoff"]
 
@@ -454,11 +454,7 @@ def _check_args(
         nn_ = nn_.reshape(()) if nn_.dim() > x.dim() and nn_.numel() == 1 else nn_
     if torch.jit.is_tracing():  # shapes are fixed by the example input; skip the Python check
         return a, nn_, paper
-    try:
-        shape = torch.broadcast_shapes(x.shape, a.shape, nn_.shape)
-    except RuntimeError:
-        shape = None
-    if shape != x.shape:
+    if not broadcasts_to(x.shape, a.shape, nn_.shape):
         raise ValueError(
             f"alpha (shape {tuple(a.shape)}) and n (shape {tuple(nn_.shape)}) must broadcast to "
             f"the input's shape {tuple(x.shape)}; pass channel_dim=1 for per-channel parameters "
@@ -501,8 +497,9 @@ def sau(
             channel_dim=channel_dim,
         )
     a, n_, paper = _check_args(x, alpha, n, formula, channel_dim)
-    fn = _SAUFunctionCompiling if torch.compiler.is_compiling() else _SAUFunction
-    return fn.apply(x, a, n_, paper, bool(zero_centred))
+    if torch.compiler.is_compiling():
+        return _SAUFunctionCompiling.apply(x, a, n_, paper, bool(zero_centred))
+    return apply_function(_SAUFunction, x, a, n_, paper, bool(zero_centred))
 
 
 def sau_composed(
