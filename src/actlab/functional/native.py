@@ -110,7 +110,9 @@ def _flag_sets(cpu_flags: str) -> list[list[str]]:
     native = ["-march=native"]
     if "avx512f" in cpu_flags.split():
         native.append("-mprefer-vector-width=512")
-    return [_BASE_FLAGS + native, _BASE_FLAGS]  # the second if the compiler rejects -march
+    serial = [flag for flag in _BASE_FLAGS if flag != "-fopenmp"]
+    # fallbacks: a compiler that rejects -march=native, then one without OpenMP (one thread)
+    return [_BASE_FLAGS + native, _BASE_FLAGS, serial]
 
 
 def library_path() -> Path | None:
@@ -246,7 +248,8 @@ def _groups(x: Tensor, *params: Tensor) -> tuple[int, list[Tensor]] | None:
     d = wide.pop() if wide else -1
     groups = 1 if d == -1 else x.shape[d]
     flat = [
-        p if p.dtype == torch.float32 and p.numel() == groups and p.is_contiguous()
+        p.detach().reshape(-1)  # a view
+        if p.dtype == torch.float32 and p.numel() == groups and p.is_contiguous()
         else p.detach().reshape(-1).to(torch.float32).expand(groups).contiguous()
         for p in params
     ]  # only read through their data pointers

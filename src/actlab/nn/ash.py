@@ -37,11 +37,19 @@ def _positive_int(value: int, name: str) -> int:
     return value
 
 
+#: torch >= 2.6 names the symbolic-trace check apart (its ``is_fx_tracing`` warns that it is also
+#: true under torch.export); older versions have only ``is_fx_tracing``
+_is_fx_symbolic_tracing = getattr(
+    torch.fx._symbolic_trace, "is_fx_symbolic_tracing", torch.fx._symbolic_trace.is_fx_tracing
+)
+
+
+@torch.jit.unused  # not reached in the scripted forward (and not scriptable)
 def _recording() -> bool:
     """True while fx, TorchScript, jit.trace, dynamo or export record the forward (activity
     tracking, a Python float, is skipped then)."""
     return (
-        torch.fx._symbolic_trace.is_fx_tracing()
+        _is_fx_symbolic_tracing()
         or torch.jit.is_tracing()
         or torch.compiler.is_compiling()
     )
