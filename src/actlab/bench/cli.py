@@ -56,7 +56,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ops.add_argument("--dtype", choices=sorted(_DTYPES), action="append",
                      help="repeat; default float32 and bfloat16")
     ops.add_argument("--case", action="append", help="only these cases (plus their references)")
-    ops.add_argument("--no-compiled", action="store_true", help="skip the *_compiled cases")
+    ops.add_argument("--no-compiled", action="store_true",
+                     help="skip the *_compiled and *_inductor cases")
     step = sub.add_parser("step", help="training step of a small ResNet per act/norm choice")
     step.add_argument("--batch", type=int, default=64)
     step.add_argument("--image", type=int, default=32)

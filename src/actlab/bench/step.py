@@ -74,6 +74,8 @@ STEP_CONFIGS: list[StepConfig] = [
     StepConfig("relu", "agc_act"),
     StepConfig("relu", "agc_act", "compiled"),
     StepConfig("sau", "agc", "compiled"),
+    StepConfig("gelu", "bn"),
+    StepConfig("silu", "bn"),
 ]
 
 

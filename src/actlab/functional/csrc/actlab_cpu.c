@@ -49,9 +49,8 @@ static inline void bf16_store(bf16 *p, long i, float f) {
 static inline float f32_load(const float *p, long i) { return p[i]; }
 static inline void f32_store(float *p, long i, float f) { p[i] = f; }
 
-/* exp(a): inf above 88, 0 below -87 (no subnormal results), Cephes polynomial in between. */
-static inline float exp_poly(float a) {
-    float x = a < -87.0f ? -87.0f : (a > 88.0f ? 88.0f : a);
+/* exp(x) for x in [-87, 88] (callers clamp): Cephes' polynomial, ~1 ulp */
+static inline float exp_core(float x) {
     float k = floorf(x * 1.44269504088896341f + 0.5f);
     float r = x - k * 0.693359375f;
     r = r - k * -2.12194440e-4f;
@@ -65,21 +64,29 @@ static inline float exp_poly(float a) {
     int32_t bits = ((int32_t)k + 127) << 23;
     float scale;
     memcpy(&scale, &bits, 4);
-    float res = p * scale;
-    res = a > 88.0f ? INFINITY : res;
-    res = a < -87.0f ? 0.0f : res;
-    return a != a ? a : res;
+    return p * scale;
 }
 
-/* 1 / (1 + exp(-t)): exactly 0 for t < -88, exactly 1 for t > 87 (overflow-free for any t). */
-static inline float sigmoid_poly(float t) { return 1.0f / (1.0f + exp_poly(-t)); }
+/* exp(a) for a <= 0 (SAU's Gaussian, a = -u^2 > -50): no clamp needed */
+static inline float exp_neg(float a) { return exp_core(a < -87.0f ? -87.0f : a); }
+
+/* 1 + exp(-t): inf where exp(-t) overflows (t < -88), so that 1 / (1 + exp(-t)) is exactly 0 there;
+ * for t > 87 exp(-t) is taken at -87 (1.6e-38, which 1 + ... rounds away: the sigmoid is 1).
+ * A NaN t stays NaN (the clamps' comparisons are false for NaN). */
+static inline float one_plus_exp_neg(float t) {
+    float a = -t;
+    float e = exp_core(a < -87.0f ? -87.0f : (a > 88.0f ? 88.0f : a));
+    return a > 88.0f ? INFINITY : 1.0f + e;
+}
+
+static inline float sigmoid_poly(float t) { return 1.0f / one_plus_exp_neg(t); }
 
 #define GAUSS_CUT 50.0f /* exp(-u^2) is taken as 0 for u^2 >= 50, as in actlab.functional.sau */
 
 /* (erfc(|u|) tail, exp(-u^2)) by A&S 7.1.26 with the shared exponential */
 static inline float erfc_tail(float u, float *gauss) {
     float q = u * u;
-    float e = q < GAUSS_CUT ? exp_poly(-q) : 0.0f;
+    float e = q < GAUSS_CUT ? exp_neg(-q) : 0.0f;
     float t = 1.0f / (1.0f + 0.3275911f * fabsf(u));
     float poly = (((1.061405429f * t - 1.453152027f) * t + 1.421413741f) * t - 0.284496736f) * t;
     *gauss = e;
@@ -87,6 +94,14 @@ static inline float erfc_tail(float u, float *gauss) {
 }
 
 static inline long min_long(long a, long b) { return a < b ? a : b; }
+
+/* ASH's second pass over a sample (in cache) prefetches the next sample in blocks of this many
+ * elements, so that memory traffic overlaps the gate's arithmetic */
+#define PREFETCH_BLOCK 256
+
+static inline void prefetch_range(const void *p, long bytes) {
+    for (long off = 0; off < bytes; off += 64) __builtin_prefetch((const char *)p + off, 0, 3);
+}
 
 /* Blocks of SAU_BLOCK elements whose |u| = |x| n / sqrt(2) all reach sqrt(GAUSS_CUT) take a short
  * path: there exp(-u^2) is 0 and erf(u) = +-1 exactly in the full formula too, so the values are
