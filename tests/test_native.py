@@ -302,3 +302,24 @@ def test_concurrent_first_builds_share_one_cached_library(fresh_build) -> None:
     paths = {out.strip() for out, _ in outs}
     assert len(paths) == 1
     assert [p.name for p in fresh_build.iterdir()] == [Path(paths.pop()).name]
+
+
+def test_run_records_name_the_native_build() -> None:
+    """A non-eager cell's versions say which kernel build ran (its last bits depend on the CPU
+    it was built for); eager cells keep the old record."""
+    from actlab.sweep.versions import collect_versions
+
+    assert "native_kernels" not in collect_versions("eager")
+    assert collect_versions("auto")["native_kernels"] == native.library_path().name
+    assert native.library_path().name.startswith("actlab_cpu_")
+    with native.disabled():
+        assert collect_versions("compiled")["native_kernels"].startswith("off")
+
+
+def test_run_records_a_failed_build(fresh_build, monkeypatch) -> None:
+    from actlab.sweep.versions import collect_versions
+
+    monkeypatch.setattr(native, "_compiler", lambda: None)
+    with pytest.warns(RuntimeWarning, match="could not be built"):
+        described = collect_versions("auto")["native_kernels"]
+    assert described.startswith("unavailable: RuntimeError: no C compiler found")

@@ -56,6 +56,7 @@ from torch import Tensor
 __all__ = [
     "available",
     "build_error",
+    "describe",
     "disabled",
     "library_path",
     "sau_forward",
@@ -196,6 +197,16 @@ def available() -> bool:
     return _library() is not None
 
 
+def describe() -> str:
+    """One line for run records: the library file in use, or why the kernels are not used
+    (builds them on the first call)."""
+    if not _enabled:
+        return "off (ACTLAB_NATIVE=0 or native.disabled())"
+    if _library() is None:
+        return f"unavailable: {_error}"
+    return Path(_lib._name).name  # type: ignore[union-attr]
+
+
 @contextlib.contextmanager
 def disabled() -> Iterator[None]:
     """Turn the native kernels off inside the block (e.g. to benchmark the inductor kernels)."""
@@ -256,6 +267,12 @@ def _groups(x: Tensor, *params: Tensor) -> tuple[int, list[Tensor]] | None:
     return d, flat
 
 
+def _usable(layout: object) -> ctypes.CDLL | None:
+    """The built library when the call has a layout the kernels take (building it on first
+    use), else ``None``."""
+    return None if layout is None else _library()
+
+
 def _threads() -> ctypes.c_int:
     return ctypes.c_int(max(1, torch.get_num_threads()))
 
@@ -284,7 +301,7 @@ def sau_forward(
     if zero_centred or not _storage_ok(x):
         return None
     layout = _sau_layout(x, alpha, n)
-    lib = _library() if layout is not None else None
+    lib = _usable(layout)
     if lib is None or layout is None:
         return None
     row, groups, (a, nn) = layout
@@ -306,7 +323,7 @@ def sau_backward(
     if grad.dtype != x.dtype or grad.shape != x.shape:
         return None
     layout = _sau_layout(x, alpha, n)
-    lib = _library() if layout is not None else None
+    lib = _usable(layout)
     if lib is None or layout is None:
         return None
     row, groups, (a, nn) = layout
@@ -355,7 +372,7 @@ def ash_forward(
     if not _storage_ok(x):
         return None
     layout = _ash_layout(x, z, alpha, dims)
-    lib = _library() if layout is not None else None
+    lib = _usable(layout)
     if lib is None or layout is None:
         return None
     groups, per_group, (zc, ac) = layout
@@ -381,7 +398,7 @@ def ash_backward(
     if grad.shape != x.shape or mu.dtype != torch.float32 or sigma.dtype != torch.float32:
         return None
     layout = _ash_layout(x, z, alpha, dims)
-    lib = _library() if layout is not None else None
+    lib = _usable(layout)
     if lib is None or layout is None:
         return None
     groups, per_group, (zc, ac) = layout

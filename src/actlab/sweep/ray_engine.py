@@ -149,7 +149,7 @@ class _QueueSink:
 
     def start(self, cell: Cell, *, keep_history: bool) -> None:
         self._send("sink", "start", cell.key, {"keep_history": keep_history,
-                                               "versions": collect_versions()})
+                                               "versions": collect_versions(cell.layer_backend)})
         return None  # the driver only submits cells that are not done
 
     def epochs_done(self, key: str) -> int:

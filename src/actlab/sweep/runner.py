@@ -153,7 +153,8 @@ class StoreSink:
     def start(self, cell: Cell, *, keep_history: bool) -> str | None:
         return self.store.start(
             cell.key, study=cell.study, dataset=cell.dataset, model=cell.model, act=cell.act,
-            norm=cell.norm, seed=cell.seed, config=cell.config, versions=collect_versions(),
+            norm=cell.norm, seed=cell.seed, config=cell.config,
+            versions=collect_versions(cell.layer_backend),
             keep_history=keep_history,
         )
 

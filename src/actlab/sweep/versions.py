@@ -11,11 +11,14 @@ import torch
 __all__ = ["collect_versions"]
 
 
-def collect_versions() -> dict[str, Any]:
-    """``{"actlab", "torch", "numpy", "python", "platform", "cuda"}`` of this process."""
+def collect_versions(layer_backend: str = "eager") -> dict[str, Any]:
+    """``{"actlab", "torch", "numpy", "python", "platform", "cuda"}`` of this process, plus
+    ``"native_kernels"`` for a cell whose layers do not run eager: which build of SAU's and
+    ASH's CPU kernels it uses (:func:`actlab.functional.native.describe`; building them here if
+    needed), since their last bits depend on the CPU they were built for."""
     import actlab
 
-    return {
+    versions = {
         "actlab": getattr(actlab, "__version__", "unknown"),
         "torch": torch.__version__,
         "numpy": numpy.__version__,
@@ -23,3 +26,8 @@ def collect_versions() -> dict[str, Any]:
         "platform": platform.platform(terse=True),
         "cuda": torch.version.cuda,
     }
+    if layer_backend != "eager":
+        from actlab.functional import native
+
+        versions["native_kernels"] = native.describe()
+    return versions
