@@ -213,7 +213,9 @@ def test_calls_the_kernels_do_not_cover_return_none() -> None:
     assert native.sau_forward(x.double(), a.double(), n.double(), False, False) is None
     assert native.sau_forward(x, a, n, False, True) is None  # zero-centred
     assert native.sau_forward(x.half(), a, n, False, False) is None
-    assert native.sau_forward(x.to(memory_format=torch.channels_last), a, n, False, False) is None
+    cl = x.to(memory_format=torch.channels_last)
+    assert native.sau_forward(cl, torch.full((3, 1, 1), 0.1), n, False, False) is None
+    assert native.sau_forward(x.transpose(2, 3), a, n, False, False) is None  # not dense
     assert native.sau_forward(x, torch.full((4, 4), 0.1), n, False, False) is None  # 2 dims
     per_last = native.sau_forward(x, torch.full((4,), 0.1), n, False, False)  # one per dim-3 slot
     torch.testing.assert_close(per_last, sau_reference(x, torch.full((4,), 0.1), n), rtol=2e-6,
@@ -223,6 +225,34 @@ def test_calls_the_kernels_do_not_cover_return_none() -> None:
     assert native.ash_forward(x, z, al, (2, 3), 1e-5, 0.0) is None  # per-channel statistics
     assert native.ash_forward(x, torch.zeros(1, 1, 1, 4), al, (1, 2, 3), 1e-5, 0.0) is None
     assert native.ash_forward(x, z, al, (1, 2, 3), 1e-5, 0.0) is not None
+
+
+@pytest.mark.parametrize("fmt", [torch.channels_last, torch.channels_last_3d])
+def test_channels_last_inputs_with_scalar_parameters(fmt, spy) -> None:
+    """Channels-last storage is read as one dense block (the order inside a sample does not
+    matter for scalar parameters); outputs and gradients keep the input's memory format."""
+    shape = (3, 5, 6, 7) if fmt is torch.channels_last else (2, 5, 3, 4, 6)
+    g = torch.Generator().manual_seed(8)
+    x = torch.randn(shape, generator=g).to(memory_format=fmt).requires_grad_()
+    gy = torch.randn(shape, generator=g)  # contiguous: converted to x's layout
+    z, al = torch.tensor(0.4, requires_grad=True), torch.tensor(1.3, requires_grad=True)
+    a = torch.tensor(0.15, requires_grad=True)
+    with backends.backend("compiled"):
+        ya = ash(x, z, al)
+        ga = torch.autograd.grad(ya, (x, z, al), gy)
+        ys = sau(x, a, torch.tensor(4.0))
+        gs = torch.autograd.grad(ys, (x, a), gy)
+    assert spy == {"ash_forward": 1, "ash_backward": 1, "sau_forward": 1, "sau_backward": 1}
+    assert ya.is_contiguous(memory_format=fmt) and ga[0].is_contiguous(memory_format=fmt)
+    assert ys.is_contiguous(memory_format=fmt) and gs[0].is_contiguous(memory_format=fmt)
+    x64 = x.detach().double().contiguous().requires_grad_()
+    z64, al64, a64 = (t.detach().double().requires_grad_() for t in (z, al, a))
+    ra = ash_reference(x64, z64, al64)
+    rga = torch.autograd.grad(ra, (x64, z64, al64), gy.double())
+    rs = sau_reference(x64, a64, 4.0)
+    rgs = torch.autograd.grad(rs, (x64, a64), gy.double())
+    for got, want in [(ya, ra), *zip(ga, rga, strict=True), (ys, rs), *zip(gs, rgs, strict=True)]:
+        _assert_rel(got.detach(), want.detach(), 1e-5)
 
 
 def test_auto_uses_the_kernels_from_the_first_large_call(monkeypatch, spy) -> None:

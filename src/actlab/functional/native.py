@@ -19,8 +19,9 @@ They cover the common cases:
 
 (Parameters may be float32 or half precision; they are read as float32.)
 
-Everything else (float64, CUDA, a trainable ``n``, zero-centred SAU, other statistics dims,
-non-contiguous inputs) returns ``None`` here and runs the ``torch.compile`` kernels or eager math.
+Inputs must be contiguous, or channels-last (4-D / 5-D) with scalar parameters. Everything else
+(float64, CUDA, a trainable ``n``, zero-centred SAU, other statistics dims, other strides)
+returns ``None`` here and runs the ``torch.compile`` kernels or eager math.
 
 The math is the same as the layers' formulas (:mod:`actlab.functional.sau`,
 :mod:`actlab.functional.ash`) except for two documented approximations, both also used by the
@@ -229,8 +230,31 @@ def _ptr(t: Tensor) -> ctypes.c_void_p:
     return ctypes.c_void_p(t.data_ptr())
 
 
-def _storage_ok(x: Tensor) -> bool:
-    return x.device.type == "cpu" and x.dtype in _SUFFIX and x.is_contiguous() and x.numel() > 0
+def _memory_format(x: Tensor) -> torch.memory_format | None:
+    """How ``x``'s elements lie in memory when the kernels can read it as one dense block:
+    contiguous, or channels-last (4-D) / channels-last-3d (5-D); ``None`` otherwise."""
+    if x.device.type != "cpu" or x.dtype not in _SUFFIX or x.numel() == 0:
+        return None
+    if x.is_contiguous():
+        return torch.contiguous_format
+    for fmt, nd in ((torch.channels_last, 4), (torch.channels_last_3d, 5)):
+        if x.dim() == nd and x.is_contiguous(memory_format=fmt):
+            return fmt
+    return None
+
+
+def _layout_ok(x: Tensor, channel_dim: int | None) -> bool:
+    """Whether ``x`` can be read as one dense block: channels-last storage only with scalar
+    parameters (``channel_dim == -1``), where the order of elements inside a sample does not
+    matter; per-channel parameters need the contiguous (N, C, ...) order."""
+    fmt = _memory_format(x)
+    return fmt is torch.contiguous_format or (fmt is not None and channel_dim == -1)
+
+
+def _like_x(grad: Tensor, x: Tensor) -> Tensor:
+    """``grad`` laid out like ``x`` (e.g. the expanded gradient of a sum, or another format)."""
+    fmt = _memory_format(x)
+    return grad.contiguous(memory_format=fmt or torch.contiguous_format)
 
 
 def _channel_dim(p: Tensor, x: Tensor) -> int | None:
@@ -283,7 +307,7 @@ def _threads() -> ctypes.c_int:
 def _sau_layout(x: Tensor, alpha: Tensor, n: Tensor) -> tuple[int, int, list[Tensor]] | None:
     """``(row length, groups, [α, n])`` or ``None``."""
     grouped = _groups(x, alpha, n)
-    if grouped is None:
+    if grouped is None or not _layout_ok(x, grouped[0]):
         return None
     d, (a, nn) = grouped
     if d == -1:
@@ -298,7 +322,7 @@ def sau_forward(
     x: Tensor, alpha: Tensor, n: Tensor, paper: bool, zero_centred: bool
 ) -> Tensor | None:
     """SAU's forward by the native kernel, or ``None`` when it does not cover the call."""
-    if zero_centred or not _storage_ok(x):
+    if zero_centred or _memory_format(x) is None:
         return None
     layout = _sau_layout(x, alpha, n)
     lib = _usable(layout)
@@ -318,7 +342,7 @@ def sau_backward(
 ) -> tuple[Tensor | None, Tensor | None, Tensor | None] | None:
     """``(∂L/∂x, ∂L/∂α, None)`` by the native kernel, or ``None`` when it does not cover the
     call (zero-centred, a gradient for ``n``, another layout)."""
-    if zero_centred or need_n or not (need_x or need_alpha) or not _storage_ok(x):
+    if zero_centred or need_n or not (need_x or need_alpha) or _memory_format(x) is None:
         return None
     if grad.dtype != x.dtype or grad.shape != x.shape:
         return None
@@ -327,7 +351,7 @@ def sau_backward(
     if lib is None or layout is None:
         return None
     row, groups, (a, nn) = layout
-    grad = grad.contiguous()  # e.g. the expanded gradient of a sum
+    grad = _like_x(grad, x)
     rows = -(-x.numel() // row)
     gx = torch.empty_like(x) if need_x else None
     rows_sum = torch.empty(rows, dtype=torch.float64) if need_alpha else None
@@ -354,7 +378,7 @@ def _ash_layout(
     if x.dim() < 2 or tuple(dims) != tuple(range(1, x.dim())):
         return None
     grouped = _groups(x, z, alpha)
-    if grouped is None:
+    if grouped is None or not _layout_ok(x, grouped[0]):
         return None
     d, params = grouped
     if d not in (-1, 1):
@@ -369,7 +393,7 @@ def ash_forward(
 ) -> tuple[Tensor, Tensor, Tensor] | None:
     """``(out, μ, σ)`` of ASH (μ, σ float32 of shape (N, 1, …)) by the native kernel, or
     ``None`` when it does not cover the call."""
-    if not _storage_ok(x):
+    if _memory_format(x) is None:
         return None
     layout = _ash_layout(x, z, alpha, dims)
     lib = _usable(layout)
@@ -393,7 +417,7 @@ def ash_backward(
     dims: tuple[int, ...], leak: float, need_x: bool, need_z: bool, need_alpha: bool,
 ) -> tuple[Tensor | None, Tensor | None, Tensor | None] | None:
     """``(∂L/∂x, ∂L/∂z, ∂L/∂α)`` of ASH by the native kernel, or ``None``."""
-    if not _storage_ok(x) or grad.dtype != x.dtype:
+    if _memory_format(x) is None or grad.dtype != x.dtype:
         return None
     if grad.shape != x.shape or mu.dtype != torch.float32 or sigma.dtype != torch.float32:
         return None
@@ -403,7 +427,7 @@ def ash_backward(
         return None
     groups, per_group, (zc, ac) = layout
     samples = x.shape[0]
-    grad = grad.contiguous()  # e.g. the expanded gradient of a sum
+    grad = _like_x(grad, x)
     gx = torch.empty_like(x) if need_x else None
     sum_q = torch.empty(samples, groups, dtype=torch.float64)
     sum_qu = torch.empty(samples, groups, dtype=torch.float64)
