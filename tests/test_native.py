@@ -353,3 +353,15 @@ def test_run_records_a_failed_build(fresh_build, monkeypatch) -> None:
     with pytest.warns(RuntimeWarning, match="could not be built"):
         described = collect_versions("auto")["native_kernels"]
     assert described.startswith("unavailable: RuntimeError: no C compiler found")
+
+
+def test_unwritable_cache_falls_back_to_the_temporary_directory(monkeypatch, tmp_path) -> None:
+    """A home cache that cannot be written (read-only home; simulated, since root may write
+    anywhere) sends the build to a per-user folder in the temporary directory."""
+    monkeypatch.delenv("ACTLAB_KERNEL_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "home-cache"))
+    assert native._cache_dir() == tmp_path / "home-cache" / "actlab" / "kernels"
+    monkeypatch.setattr(native.os, "access", lambda path, mode: False)
+    monkeypatch.setattr(native.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
+    assert native._cache_dir().parent == tmp_path / "tmp"
+    assert native._cache_dir().name.startswith("actlab-kernels-")

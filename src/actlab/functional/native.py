@@ -94,11 +94,22 @@ def _cpu_flags() -> str:
 
 
 def _cache_dir() -> Path:
+    """``$ACTLAB_KERNEL_CACHE``, else ``$XDG_CACHE_HOME/actlab/kernels`` (``~/.cache/...``);
+    when that cannot be created or written (a read-only home), a per-user folder in the
+    system's temporary directory."""
     explicit = os.environ.get("ACTLAB_KERNEL_CACHE")
     if explicit:
         return Path(explicit)
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "actlab" / "kernels"
+    preferred = Path(base) / "actlab" / "kernels"
+    try:
+        preferred.mkdir(parents=True, exist_ok=True)
+        if os.access(preferred, os.W_OK):
+            return preferred
+    except OSError:
+        pass
+    user = os.getuid() if hasattr(os, "getuid") else "user"
+    return Path(tempfile.gettempdir()) / f"actlab-kernels-{user}"
 
 
 def _compiler() -> str | None:
@@ -134,12 +145,13 @@ def _build() -> ctypes.CDLL:
     source = b"\0".join(path.read_bytes() for path in (_SOURCE, *_INCLUDES))
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30)
     cpu = _cpu_flags()
+    cache = _cache_dir()
     last_error = ""
     for flags in _flag_sets(cpu):
         digest = hashlib.sha256(
             b"\0".join([source, " ".join(flags).encode(), version.stdout.encode(), cpu.encode()])
         ).hexdigest()[:20]
-        target = _cache_dir() / f"actlab_cpu_{digest}.so"
+        target = cache / f"actlab_cpu_{digest}.so"
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
