@@ -22,9 +22,13 @@ from actlab.functional.sau import sau, sau_reference
 
 D64 = torch.float64
 
-pytestmark = pytest.mark.skipif(
-    not native.available(), reason=f"native kernels unavailable: {native.build_error()}"
-)
+# Skip only where no C compiler exists at all; with a compiler, a failed build fails the tests
+# (a skip would hide that regression).
+pytestmark = pytest.mark.skipif(native._compiler() is None, reason="no C compiler on this machine")
+
+
+def test_the_kernels_build_here() -> None:
+    assert native.available(), native.build_error()
 
 
 @pytest.fixture
