@@ -9,12 +9,11 @@ Backends (:func:`set_backend`, the :func:`backend` context manager, or the envir
     :data:`AUTO_MIN_NUMEL` elements, from the first call: their build cost is paid back within a
     few training steps. Calls those kernels do not cover (AGC, float64, CUDA, a trainable SAU
     ``n``, ...) run eager math until compiling pays back, then the compiled kernels: a static
-    configuration
-    (one layer formula and direction, its flags, dtype and device) runs eagerly until it has
-    processed :data:`AUTO_COMPILE_AFTER` elements, and only then compiles. That much eager math
-    takes about as long as compiling it on a CPU (rent-or-buy rule: the time lost against the
-    better choice stays around the compile cost), so short runs, tests and one-off calls never
-    compile and long training gets the fused kernels. Inputs with fewer than
+    configuration (one layer formula and direction, its flags, dtype and device) runs eagerly
+    until it has processed :data:`AUTO_COMPILE_AFTER` elements, and only then compiles. That
+    much eager math takes about as long as compiling it on a CPU (rent-or-buy rule: the time lost
+    against the better choice stays around the compile cost), so short runs, tests and one-off
+    calls never compile and long training gets the fused kernels. Inputs with fewer than
     :data:`AUTO_MIN_NUMEL` elements always run eagerly (and do not count). A training run
     starts the counts afresh (:func:`restart_auto`).
 ``"eager"``
@@ -22,17 +21,19 @@ Backends (:func:`set_backend`, the :func:`backend` context manager, or the envir
     math and when comparing against runs made before ``"auto"`` became the default.
 ``"compiled"``
     the native CPU kernels where they cover the call, otherwise each layer's forward/backward
-    formula (one function per layer and direction, in that layer's
-    file under :mod:`actlab.functional`) compiled lazily with ``torch.compile(fullgraph=True)``
-    on first use; the compiled functions are cached here, one per static configuration.
+    formula (one function per layer and direction, in that layer's file under
+    :mod:`actlab.functional`) compiled lazily with ``torch.compile(fullgraph=True)`` on first
+    use; the compiled functions are cached here, one per static configuration.
 
 Whatever the backend, eager math is used while tracing, scripting or exporting, inside an outer
 ``torch.compile`` (which fuses the eager ops itself), under ``torch.func`` transforms (the
 compiler would see functorch's wrapped tensors), and after a compilation failed (one warning,
-then eager for the rest of the process: :func:`compile_failures` lists the messages).
+then eager for the rest of the process: :func:`compile_failures` lists the messages; the native
+kernels, which need no compilation by torch, keep running).
 
-Compiled and eager results agree to about 1e-6 relative in float32, not bitwise (the CPU
-float32 SAU kernel's cheaper ``erf``, a different summation order), so a training trajectory
+Native, compiled and eager results agree to about 1e-6 relative in float32, not bitwise (the
+CPU float32 kernels' cheaper ``erf`` and the native ones' polynomial ``exp``, a different
+summation order), so a training trajectory
 depends on the backend: the experiment system records it per run (``TrainConfig.layer_backend``).
 """
 
