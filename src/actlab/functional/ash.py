@@ -404,13 +404,11 @@ class _ASHFunction(torch.autograd.Function):
         if torch._C._are_functorch_transforms_active():  # in-place ops lack vmap rules
             return _ash_fwd_math(x, z, alpha, list(dims), eps, leak, cdt)
         if backends.use_compiled(x):
-            out = native.ash_forward(x, z, alpha, dims, eps, leak)
-            if out is not None:
-                return out
             key = (dims, eps, leak, cdt, x.dtype, x.device.type)
             one_pass = cdt == torch.float32  # float64 sums could overflow for float64 inputs
             out = backends.run_compiled(
-                _ash_fwd_math, key, x, z, alpha, dims, eps, leak, cdt, one_pass
+                _ash_fwd_math, key, x, z, alpha, dims, eps, leak, cdt, one_pass,
+                kernel=lambda: native.ash_forward(x, z, alpha, dims, eps, leak),
             )
             if out is not None:
                 return out
@@ -437,13 +435,12 @@ class _ASHFunction(torch.autograd.Function):
             grad = torch.zeros_like(x)
         if first_order_only() and grad_mu is None and grad_sigma is None:
             if backends.use_compiled(x):
-                grads = native.ash_backward(grad, x, mu, sigma, z, alpha, dims, leak, *needs)
-                if grads is not None:
-                    return (*grads, None, None, None)
                 key = (dims, leak, *needs, x.dtype, grad.dtype, x.device.type)
                 grads = backends.run_compiled(
                     _ash_bwd_math, key, grad, x, mu, sigma, z, alpha, dims, leak, *needs,
                     None, None,
+                    kernel=lambda: native.ash_backward(
+                        grad, x, mu, sigma, z, alpha, dims, leak, *needs),
                 )
                 if grads is not None:
                     return (*grads, None, None, None)

@@ -238,11 +238,22 @@ def _fresh_copy(fn: Callable[..., Any]) -> Callable[..., Any]:
     return types.FunctionType(code, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
 
 
-def run_compiled(fn: Callable[..., Any], key: tuple[Any, ...], *args: Any) -> Any:
+def run_compiled(
+    fn: Callable[..., Any], key: tuple[Any, ...], *args: Any,
+    kernel: Callable[[], Any] | None = None,
+) -> Any:
     """Run the compiled version of ``fn`` for this static ``key``; ``None`` when the caller
     should run eager math instead: the compilation failed (now or before), or under ``"auto"``
     the configuration has not yet processed :data:`AUTO_COMPILE_AFTER` elements (the first
-    argument's ``numel()`` is added to its count on each such call)."""
+    argument's ``numel()`` is added to its count on each such call).
+
+    ``kernel``: a call of a hand-written kernel (:mod:`actlab.functional.native`) tried first;
+    its result is returned unless it is ``None`` (a call it does not cover). It has no budget and
+    keeps running after a compilation failed: it needs no compiler of torch's."""
+    if kernel is not None:
+        out = kernel()
+        if out is not None:
+            return out
     if _failures:
         return None
     full_key = (fn.__name__, *key)

@@ -50,6 +50,7 @@ import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -303,10 +304,11 @@ def _groups(x: Tensor, *params: Tensor) -> tuple[int, list[Tensor]] | None:
     return d, flat
 
 
-def _usable(layout: object) -> ctypes.CDLL | None:
-    """The built library when the call has a layout the kernels take (building it on first
-    use), else ``None``."""
-    return None if layout is None else _library()
+def _kernel(name: str, x: Tensor, layout: object) -> Any:
+    """The C function ``name`` for ``x``'s storage type when the call has a layout the kernels
+    take (``layout`` not ``None``; the library is built on first use), else ``None``."""
+    lib = None if layout is None else _library()
+    return None if lib is None else getattr(lib, f"{name}_{_SUFFIX[x.dtype]}")
 
 
 def _threads() -> ctypes.c_int:
@@ -318,6 +320,8 @@ def _threads() -> ctypes.c_int:
 # ---------------------------------------------------------------------------------------------
 def _sau_layout(x: Tensor, alpha: Tensor, n: Tensor) -> tuple[int, int, list[Tensor]] | None:
     """``(row length, groups, [α, n])`` or ``None``."""
+    if _memory_format(x) is None:
+        return None
     grouped = _groups(x, alpha, n)
     if grouped is None or not _layout_ok(x, grouped[0]):
         return None
@@ -334,17 +338,13 @@ def sau_forward(
     x: Tensor, alpha: Tensor, n: Tensor, paper: bool, zero_centred: bool
 ) -> Tensor | None:
     """SAU's forward by the native kernel, or ``None`` when it does not cover the call."""
-    if zero_centred or _memory_format(x) is None:
-        return None
-    layout = _sau_layout(x, alpha, n)
-    lib = _usable(layout)
-    if lib is None or layout is None:
+    layout = None if zero_centred else _sau_layout(x, alpha, n)
+    kernel = _kernel("sau_fwd", x, layout)
+    if kernel is None or layout is None:
         return None
     row, groups, (a, nn) = layout
     y = torch.empty_like(x)
-    getattr(lib, f"sau_fwd_{_SUFFIX[x.dtype]}")(
-        _ptr(x), _ptr(y), x.numel(), row, groups, _ptr(a), _ptr(nn), int(paper), _threads()
-    )
+    kernel(_ptr(x), _ptr(y), x.numel(), row, groups, _ptr(a), _ptr(nn), int(paper), _threads())
     return y
 
 
@@ -354,29 +354,26 @@ def sau_backward(
 ) -> tuple[Tensor | None, Tensor | None, Tensor | None] | None:
     """``(∂L/∂x, ∂L/∂α, None)`` by the native kernel, or ``None`` when it does not cover the
     call (zero-centred, a gradient for ``n``, another layout)."""
-    if zero_centred or need_n or not (need_x or need_alpha) or _memory_format(x) is None:
-        return None
-    if grad.dtype != x.dtype or grad.shape != x.shape:
+    covered = not (zero_centred or need_n) and (need_x or need_alpha)
+    if not covered or grad.dtype != x.dtype or grad.shape != x.shape:
         return None
     layout = _sau_layout(x, alpha, n)
-    lib = _usable(layout)
-    if lib is None or layout is None:
+    kernel = _kernel("sau_bwd", x, layout)
+    if kernel is None or layout is None:
         return None
     row, groups, (a, nn) = layout
     grad = _like_x(grad, x)
     rows = -(-x.numel() // row)
     gx = torch.empty_like(x) if need_x else None
     rows_sum = torch.empty(rows, dtype=torch.float64) if need_alpha else None
-    getattr(lib, f"sau_bwd_{_SUFFIX[x.dtype]}")(
+    kernel(
         _ptr(grad), _ptr(x), None if gx is None else _ptr(gx),
         None if rows_sum is None else _ptr(rows_sum), x.numel(), row, groups, _ptr(a), _ptr(nn),
         int(paper), _threads(),
     )
     galpha = None
-    if rows_sum is not None:
-        per_group = rows_sum.view(-1, groups).sum(0)  # rows cycle through the groups
-        total = per_group.sum() if alpha.numel() == 1 else per_group
-        galpha = total.to(alpha.dtype).reshape(alpha.shape)
+    if rows_sum is not None:  # rows cycle through the groups
+        galpha = _to_param(rows_sum.view(-1, groups).sum(0), alpha)
     return gx, galpha, None
 
 
@@ -387,7 +384,7 @@ def _ash_layout(
     x: Tensor, z: Tensor, alpha: Tensor, dims: tuple[int, ...]
 ) -> tuple[int, int, list[Tensor]] | None:
     """``(groups, elements per group, [z, α])`` for statistics over every non-batch dim."""
-    if x.dim() < 2 or tuple(dims) != tuple(range(1, x.dim())):
+    if _memory_format(x) is None or x.dim() < 2 or tuple(dims) != tuple(range(1, x.dim())):
         return None
     grouped = _groups(x, z, alpha)
     if grouped is None or not _layout_ok(x, grouped[0]):
@@ -405,11 +402,9 @@ def ash_forward(
 ) -> tuple[Tensor, Tensor, Tensor] | None:
     """``(out, μ, σ)`` of ASH (μ, σ float32 of shape (N, 1, …)) by the native kernel, or
     ``None`` when it does not cover the call."""
-    if _memory_format(x) is None:
-        return None
     layout = _ash_layout(x, z, alpha, dims)
-    lib = _usable(layout)
-    if lib is None or layout is None:
+    kernel = _kernel("ash_fwd", x, layout)
+    if kernel is None or layout is None:
         return None
     groups, per_group, (zc, ac) = layout
     samples = x.shape[0]
@@ -417,7 +412,7 @@ def ash_forward(
     y = torch.empty_like(x)
     mu = torch.empty(stat_shape, dtype=torch.float32)
     sigma = torch.empty(stat_shape, dtype=torch.float32)
-    getattr(lib, f"ash_fwd_{_SUFFIX[x.dtype]}")(
+    kernel(
         _ptr(x), _ptr(y), _ptr(mu), _ptr(sigma), samples, groups, per_group, _ptr(zc), _ptr(ac),
         float(eps), float(leak), _threads(),
     )
@@ -429,13 +424,13 @@ def ash_backward(
     dims: tuple[int, ...], leak: float, need_x: bool, need_z: bool, need_alpha: bool,
 ) -> tuple[Tensor | None, Tensor | None, Tensor | None] | None:
     """``(∂L/∂x, ∂L/∂z, ∂L/∂α)`` of ASH by the native kernel, or ``None``."""
-    if _memory_format(x) is None or grad.dtype != x.dtype:
+    if grad.dtype != x.dtype or grad.shape != x.shape:
         return None
-    if grad.shape != x.shape or mu.dtype != torch.float32 or sigma.dtype != torch.float32:
+    if mu.dtype != torch.float32 or sigma.dtype != torch.float32:
         return None
     layout = _ash_layout(x, z, alpha, dims)
-    lib = _usable(layout)
-    if lib is None or layout is None:
+    kernel = _kernel("ash_bwd", x, layout)
+    if kernel is None or layout is None:
         return None
     groups, per_group, (zc, ac) = layout
     samples = x.shape[0]
@@ -444,7 +439,7 @@ def ash_backward(
     sum_q = torch.empty(samples, groups, dtype=torch.float64)
     sum_qu = torch.empty(samples, groups, dtype=torch.float64)
     mu_c, sigma_c = mu.contiguous(), sigma.contiguous()
-    failed = getattr(lib, f"ash_bwd_{_SUFFIX[x.dtype]}")(
+    failed = kernel(
         _ptr(grad), _ptr(x), _ptr(mu_c), _ptr(sigma_c), None if gx is None else _ptr(gx),
         _ptr(sum_q), _ptr(sum_qu), samples, groups, per_group, _ptr(zc), _ptr(ac), float(leak),
         _threads(),
@@ -461,5 +456,6 @@ def ash_backward(
 
 
 def _to_param(per_group: Tensor, like: Tensor) -> Tensor:
+    """A parameter's gradient from its per-group sums (summed over groups for a scalar)."""
     total = per_group.sum() if like.numel() == 1 else per_group
     return total.to(like.dtype).reshape(like.shape)

@@ -284,10 +284,7 @@ def _lean(*tensors: Tensor) -> bool:
     shape."""
     if torch.is_grad_enabled() or torch.jit.is_tracing() or backends.transforming():
         return False
-    try:
-        return torch.broadcast_shapes(*(t.shape for t in tensors)) == tensors[0].shape
-    except RuntimeError:
-        return False
+    return broadcasts_to(tensors[0].shape, *(t.shape for t in tensors[1:]))
 
 
 def _forward_lean(x: Tensor, alpha: Tensor, n: Tensor, paper: bool, zero_centred: bool) -> Tensor:
@@ -347,12 +344,11 @@ class _SAUFunction(torch.autograd.Function):
         x: Tensor, alpha: Tensor, n: Tensor, paper: bool, zero_centred: bool
     ) -> Tensor:
         if backends.use_compiled(x):
-            out = native.sau_forward(x, alpha, n, paper, zero_centred)
-            if out is not None:
-                return out
             key = (paper, zero_centred, _approx_erf(x, alpha, n), x.dtype, x.device.type)
-            out = backends.run_compiled(_sau_fwd_math, key, x, alpha, n, paper, zero_centred,
-                                        key[2])
+            out = backends.run_compiled(
+                _sau_fwd_math, key, x, alpha, n, paper, zero_centred, key[2],
+                kernel=lambda: native.sau_forward(x, alpha, n, paper, zero_centred),
+            )
             if out is not None:
                 return out
         cdt = compute_dtype(x, alpha, n)
@@ -376,13 +372,11 @@ class _SAUFunction(torch.autograd.Function):
         paper, zero_centred = ctx.paper, ctx.zero_centred
         needs = (need_x, need_alpha, need_n)
         if not torch.is_grad_enabled() and backends.use_compiled(x):
-            grads = native.sau_backward(grad, x, alpha, n, paper, zero_centred, *needs)
-            if grads is not None:
-                return (*grads, None, None)
             approx = _approx_erf(x, alpha, n)
             key = (paper, zero_centred, *needs, approx, x.dtype, grad.dtype, x.device.type)
             grads = backends.run_compiled(
-                _sau_bwd_math, key, grad, x, alpha, n, paper, zero_centred, *needs, approx
+                _sau_bwd_math, key, grad, x, alpha, n, paper, zero_centred, *needs, approx,
+                kernel=lambda: native.sau_backward(grad, x, alpha, n, paper, zero_centred, *needs),
             )
             if grads is not None:
                 return (*grads, None, None)
