@@ -134,6 +134,8 @@ BOOKKEEPING_KEYS = ("device", "data_dir", "imports", "loader", "num_workers")
 #: TrainConfig fields that enter a cell's config at its top level (not under ``train``), and only
 #: when they differ from the value the stored cells were run with (see ``actlab.sweep.grid``).
 TOP_LEVEL_TRAIN_FIELDS = ("layer_backend",)
+#: Train settings never listed under a cell config's ``train`` key.
+_NOT_IN_TRAIN_KEY = (*BOOKKEEPING_KEYS, *TOP_LEVEL_TRAIN_FIELDS)
 
 
 def layer_axis(axis: str) -> tuple[str, str, str] | None:
@@ -251,8 +253,7 @@ class StudySpec:
         except (TypeError, ValueError) as exc:
             raise SpecError(self.source, ", ".join(changes), str(exc)) from None
         keyed = (*self.keyed, *(k for k in changes if k not in self.keyed
-                                and k not in BOOKKEEPING_KEYS
-                                and k not in TOP_LEVEL_TRAIN_FIELDS))
+                                and k not in _NOT_IN_TRAIN_KEY))
         return dataclasses.replace(self, train=train, keyed=keyed)
 
     def cell_count(self) -> int:
@@ -597,8 +598,7 @@ def parse_spec(
     given = {k: p.check(k, data[k], tkeys[k]) for k in tkeys if k in data}
     train = _train_config(p, given)
     keyed = (*KEYED_TRAIN_FIELDS,
-             *(k for k in given if k not in KEYED_TRAIN_FIELDS and k not in BOOKKEEPING_KEYS
-               and k not in TOP_LEVEL_TRAIN_FIELDS))
+             *(k for k in given if k not in KEYED_TRAIN_FIELDS and k not in _NOT_IN_TRAIN_KEY))
 
     tables = {k: p.table(k, merged[k]) for k in _TABLE_KEYS if k in merged}
     act_kwargs = _layer_kwargs(p, "act_kwargs", "acts", tables.get("act_kwargs", {}), acts)
